@@ -1,0 +1,68 @@
+//! Typed errors of the public API, one enum per operation.
+
+use std::io;
+
+use crate::containment::ContainmentError;
+
+/// Why `Pool::spawn` failed. The pool and its other tasks are unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("program not found: {0}")]
+    NotFound(String),
+    #[error("permission denied: cannot execute {0}")]
+    PermissionDenied(String),
+    #[error("not an executable format: {0}")]
+    NotExecutable(String),
+    #[error("invalid task: {0}")]
+    InvalidSpec(String),
+    #[error("out of file descriptors (EMFILE/ENFILE)")]
+    TooManyFiles,
+    #[error("the system refused a new process (EAGAIN): process or memory limit")]
+    TooManyProcesses,
+    #[error("the pool is full: {0} tasks are live")]
+    AtCapacity(usize),
+    #[error("containment: {0}")]
+    Containment(#[from] ContainmentError),
+    #[error("the pool is shut down")]
+    PoolClosed,
+    #[error("spawn failed: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl SpawnError {
+    /// Maps an errno from fork/exec/pipe into the most specific variant.
+    pub(crate) fn from_errno(errno: i32, program: &str) -> SpawnError {
+        match errno {
+            libc::ENOENT => SpawnError::NotFound(program.to_owned()),
+            libc::EACCES | libc::EPERM => SpawnError::PermissionDenied(program.to_owned()),
+            libc::ENOEXEC => SpawnError::NotExecutable(program.to_owned()),
+            libc::EMFILE | libc::ENFILE => SpawnError::TooManyFiles,
+            libc::EAGAIN => SpawnError::TooManyProcesses,
+            _ => SpawnError::Io(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// Why a request on a `TaskHandle` could not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("the pool is shut down")]
+    PoolClosed,
+    #[error("invalid signal number {0}")]
+    InvalidSignal(i32),
+}
+
+/// Why `PoolBuilder::build` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("backend {0} is not available: {1}")]
+    BackendUnavailable(&'static str, String),
+    #[error("io_uring setup failed: {0}")]
+    Ring(#[source] io::Error),
+    #[error("containment: {0}")]
+    Containment(#[from] ContainmentError),
+    #[error("cannot start worker thread: {0}")]
+    Thread(#[source] io::Error),
+    #[error("invalid pool option: {0}")]
+    InvalidOption(String),
+}

@@ -1,0 +1,42 @@
+//! pidring: supervise thousands of child processes on Linux, and never lose one.
+//!
+//! A [`Pool`] runs one io_uring ring per worker thread. Each ring multiplexes the pipes and
+//! pidfds of its tasks; a per-task state machine ([`task::TaskMachine`]) decides what
+//! happens, and releases a task's resources only in its terminal state. Every signal goes
+//! through a pidfd, and a kill reaches the whole tree (a cgroup v2 per task, or the task's
+//! own process group).
+//!
+//! ```no_run
+//! use pidring::{Event, Pool, TaskSpec};
+//!
+//! let pool = Pool::builder().build()?;
+//! let task = pool.spawn(TaskSpec::new("echo").arg("hello"))?;
+//! for event in pool.events() {
+//!     match event {
+//!         Event::Output { bytes, .. } => print!("{}", String::from_utf8_lossy(&bytes)),
+//!         Event::Done { task: id, outcome } if id == task.id() => {
+//!             println!("{id} ended: {:?}", outcome.reason);
+//!             break;
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+
+pub mod containment;
+mod error;
+mod event;
+mod pool;
+mod spec;
+mod sys;
+pub mod task;
+mod worker;
+
+pub use containment::{Containment, ContainmentError, ContainmentKind};
+pub use error::{BuildError, ControlError, SpawnError};
+pub use event::{Event, TaskId};
+pub use pool::{Backend, BackendKind, Pool, PoolBuilder, PoolStats, TaskHandle};
+pub use spec::{AfterExit, Limits, Stdio, TaskSpec};
+pub use task::{ExitStatus, Outcome, Reason, StreamId};

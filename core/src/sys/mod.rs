@@ -1,0 +1,10 @@
+//! The system layer: the only place with `unsafe` and raw syscalls.
+//!
+//! - `spawn`: clone3 with a pidfd, child setup, exec.
+//! - `pidfd`: signals, reaping, exit info through pidfds.
+//! - `ring`: the io_uring ring, its fixed-file table and provided buffer ring.
+#![allow(unsafe_code)]
+
+pub(crate) mod pidfd;
+pub(crate) mod ring;
+pub(crate) mod spawn;

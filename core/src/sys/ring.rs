@@ -1,0 +1,1 @@
+//! PROVISIONAL: the io_uring ring wrapper.

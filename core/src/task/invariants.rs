@@ -1,0 +1,1 @@
+//! PROVISIONAL: the invariant checker lives here.

@@ -1,0 +1,1 @@
+//! The io_uring worker: one thread, one ring, a slab of tasks.
