@@ -122,6 +122,9 @@ pub struct Outcome {
     pub stream_bytes: Vec<(StreamId, u64)>,
     /// The supervisor had to signal the tree (SIGTERM and/or SIGKILL).
     pub tree_signalled: bool,
+    /// Descendants (not the main process) alive when the supervisor signalled the tree.
+    /// The machine leaves it 0; the driver, which can count them, fills it in.
+    pub descendants_killed: u64,
 }
 
 /// What the machine tells the user through the driver (the driver itself emits `Output`).
