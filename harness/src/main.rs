@@ -1,1 +1,6 @@
-fn main() {}
+//! PROVISIONAL: the `pidring` command (run, bench, helper).
+mod bench;
+
+fn main() {
+    let _ = bench::BenchArgs::default();
+}
