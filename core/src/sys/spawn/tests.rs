@@ -1,0 +1,333 @@
+//! Spawn tests on real processes.
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use super::test_util::*;
+use super::{prepare, spawn};
+use crate::error::SpawnError;
+use crate::spec::{Stdio, TaskSpec};
+use crate::task::{ExitStatus, StreamId};
+
+const T: Duration = Duration::from_secs(10);
+
+fn spawn_err(spec: TaskSpec) -> SpawnError {
+    match prepare(&spec).and_then(|p| spawn(&p, &no_placement())) {
+        Ok(child) => {
+            let status = wait_exit(&child.pidfd, T);
+            panic!("expected an error, the child ran and ended with {status:?}")
+        }
+        Err(e) => e,
+    }
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pidring-spawn-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_file(path: &std::path::Path, content: &[u8], mode: u32) {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn captures_stdout_and_stderr_and_exit_code() {
+    let _g = serial();
+    let mut child = start(sh("echo out; echo err >&2; exit 3"));
+    assert_eq!(
+        child.streams.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![StreamId::STDOUT, StreamId::STDERR]
+    );
+    assert_eq!(read_all(&mut child, StreamId::STDOUT), b"out\n");
+    assert_eq!(read_all(&mut child, StreamId::STDERR), b"err\n");
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(3));
+}
+
+#[test]
+fn death_by_signal() {
+    let _g = serial();
+    let child = start(sh("kill -KILL $$").stdout(Stdio::Null).stderr(Stdio::Null));
+    assert!(child.streams.is_empty());
+    assert_eq!(
+        wait_exit(&child.pidfd, T),
+        ExitStatus::Signal(libc::SIGKILL)
+    );
+}
+
+#[test]
+fn missing_program_is_not_found() {
+    let _g = serial();
+    assert!(matches!(
+        spawn_err(TaskSpec::new("pidring-no-such-program-xyz")),
+        SpawnError::NotFound(_)
+    ));
+    assert!(matches!(
+        spawn_err(TaskSpec::new("/nonexistent/dir/prog")),
+        SpawnError::NotFound(_)
+    ));
+    assert!(matches!(
+        spawn_err(TaskSpec::new("")),
+        SpawnError::NotFound(_)
+    ));
+}
+
+#[test]
+fn non_executable_file_is_permission_denied() {
+    let _g = serial();
+    let dir = temp_dir("eacces");
+    let path = dir.join("noexec");
+    write_file(&path, b"#!/bin/sh\necho hi\n", 0o644);
+    assert!(matches!(
+        spawn_err(TaskSpec::new(&path)),
+        SpawnError::PermissionDenied(_)
+    ));
+    // Through PATH: EACCES is remembered over a later ENOENT, like execvp.
+    let spec = TaskSpec::new("noexec").env("PATH", format!("{}:/nonexistent", dir.display()));
+    assert!(matches!(spawn_err(spec), SpawnError::PermissionDenied(_)));
+    // A later PATH entry that works wins over an earlier EACCES.
+    let dir2 = temp_dir("eacces2");
+    write_file(&dir2.join("noexec"), b"#!/bin/sh\necho second\n", 0o755);
+    let mut child =
+        start(TaskSpec::new("noexec").env("PATH", format!("{}:{}", dir.display(), dir2.display())));
+    assert_eq!(read_all(&mut child, StreamId::STDOUT), b"second\n");
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn garbage_file_is_not_executable() {
+    let _g = serial();
+    let dir = temp_dir("enoexec");
+    let path = dir.join("garbage");
+    write_file(&path, b"\x7fELF but not really, nor a script\n", 0o755);
+    assert!(matches!(
+        spawn_err(TaskSpec::new(&path)),
+        SpawnError::NotExecutable(_)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn invalid_specs_are_rejected_without_panic() {
+    let bad = [
+        TaskSpec::new("a\0b"),
+        TaskSpec::new("/bin/sh").arg("x\0y"),
+        TaskSpec::new("/bin/sh").env("K", "v\0"),
+        TaskSpec::new("/bin/sh").env("K=", "v"),
+        TaskSpec::new("/bin/sh").env("", "v"),
+        TaskSpec::new("/bin/sh").cwd("/tmp\0x"),
+        TaskSpec::new("/bin/sh").channel(2),
+        TaskSpec::new("/bin/sh").channel(-1),
+        TaskSpec::new("/bin/sh").channel(5).channel(5),
+        TaskSpec::new("/bin/sh").channel(i32::MAX),
+    ];
+    for spec in bad {
+        assert!(
+            matches!(prepare(&spec), Err(SpawnError::InvalidSpec(_))),
+            "{spec:?}"
+        );
+    }
+    let mut many = TaskSpec::new("/bin/sh");
+    for fd in 3..300 {
+        many = many.channel(fd);
+    }
+    assert!(matches!(prepare(&many), Err(SpawnError::InvalidSpec(_))));
+}
+
+#[test]
+fn bad_cwd_is_an_io_error() {
+    let _g = serial();
+    match spawn_err(sh("true").cwd("/nonexistent-pidring-dir")) {
+        SpawnError::Io(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn cwd_env_and_default_path() {
+    let _g = serial();
+    // env_clear: no PATH, so "sh" is found through the default PATH.
+    let mut child = start(
+        TaskSpec::new("sh")
+            .arg("-c")
+            .arg("pwd; echo \"$A|$B|$HOME\"")
+            .env_clear()
+            .env("A", "1")
+            .env("B", "2")
+            .env_remove("B")
+            .cwd("/tmp"),
+    );
+    assert_eq!(read_all(&mut child, StreamId::STDOUT), b"/tmp\n1||\n");
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+}
+
+#[test]
+fn channels_land_on_their_fds() {
+    let _g = serial();
+    // Targets among the fd numbers our own pipes are likely to have, to exercise collisions.
+    let spec = sh("echo three >&3; echo four >&4; echo seven >&7; echo nine >&9; ls /proc/self/fd | sort -n | tr '\\n' ' ' >&2")
+        .stdout(Stdio::Null)
+        .channel(4)
+        .channel(3)
+        .channel(9)
+        .channel(7);
+    let mut child = start(spec);
+    let ids: Vec<_> = child.streams.iter().map(|s| s.0).collect();
+    assert_eq!(
+        ids,
+        vec![
+            StreamId::STDERR,
+            StreamId::channel(0),
+            StreamId::channel(1),
+            StreamId::channel(2),
+            StreamId::channel(3)
+        ]
+    );
+    assert_eq!(read_all(&mut child, StreamId::channel(0)), b"four\n");
+    assert_eq!(read_all(&mut child, StreamId::channel(1)), b"three\n");
+    assert_eq!(read_all(&mut child, StreamId::channel(2)), b"nine\n");
+    assert_eq!(read_all(&mut child, StreamId::channel(3)), b"seven\n");
+    // The shell's fd table: 0-2, the channels and whatever ls itself opens (its dir fd).
+    let fds = String::from_utf8(read_all(&mut child, StreamId::STDERR)).unwrap();
+    let fds: Vec<i32> = fds.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    for want in [0, 1, 2, 3, 4, 7, 9] {
+        assert!(fds.contains(&want), "{fds:?}");
+    }
+    assert!(
+        fds.len() <= 8,
+        "unexpected fds leaked into the child: {fds:?}"
+    );
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+}
+
+#[test]
+fn child_has_clean_signals_own_session_and_no_extra_fds() {
+    let _g = serial();
+    // Keep an inheritable (non-CLOEXEC) fd open in the parent: the child must not get it.
+    let leak = rustix::io::dup(std::io::stdin().as_fd()).unwrap();
+    let mut child = start(
+        TaskSpec::new("/bin/cat")
+            .arg("/proc/self/status")
+            .arg("/proc/self/stat"),
+    );
+    let out = String::from_utf8(read_all(&mut child, StreamId::STDOUT)).unwrap();
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+    drop(leak);
+    let field = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_owned())
+            .unwrap()
+    };
+    assert_eq!(
+        field("SigIgn:"),
+        "0000000000000000",
+        "SIGPIPE and others must be default"
+    );
+    assert_eq!(field("SigBlk:"), "0000000000000000");
+    // pid == pgrp == session.
+    let stat = out.lines().last().unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let pid = stat.split(' ').next().unwrap();
+    assert_eq!(f[2], pid, "pgrp");
+    assert_eq!(f[3], pid, "session");
+    assert_eq!(pid.parse::<i32>().unwrap(), child.pid);
+    // PDEATHSIG set? Not visible in /proc; see `pdeathsig_follows_spawning_thread`.
+}
+
+#[test]
+fn no_fd_leak_and_no_zombie() {
+    let _g = serial();
+    let before = fd_count();
+    for i in 0..40 {
+        if i % 3 == 0 {
+            assert!(matches!(
+                spawn_err(TaskSpec::new("pidring-missing")),
+                SpawnError::NotFound(_)
+            ));
+        } else {
+            let mut child = start(sh("echo x; echo y >&3").channel(3));
+            let _ = read_all(&mut child, StreamId::STDOUT);
+            assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+        }
+    }
+    assert!(matches!(
+        spawn_err(sh("true").cwd("/nonexistent")),
+        SpawnError::Io(_)
+    ));
+    assert_eq!(fd_count(), before, "fd leak");
+    assert!(
+        zombie_children().is_empty(),
+        "zombies: {:?}",
+        zombie_children()
+    );
+}
+
+#[test]
+fn pdeathsig_follows_spawning_thread() {
+    let _g = serial();
+    // PR_SET_PDEATHSIG follows the creating thread: a child spawned on a thread that ends
+    // is killed with SIGKILL. (This is why the worker spawns on its own long-lived thread.)
+    let child = std::thread::spawn(|| {
+        start(
+            TaskSpec::new("sleep")
+                .arg("30")
+                .stdout(Stdio::Null)
+                .stderr(Stdio::Null),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        wait_exit(&child.pidfd, Duration::from_secs(5)),
+        ExitStatus::Signal(libc::SIGKILL)
+    );
+}
+
+/// Spawn + reap rate of `/bin/true`: ours vs `std::process::Command`, same run, one thread.
+/// `cargo test --release -p pidring --lib -- --ignored spawn_rate --nocapture`
+#[test]
+#[ignore]
+fn spawn_rate_vs_std() {
+    let _g = serial();
+    let n = 2000;
+    let spec = TaskSpec::new("/bin/true")
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Null)
+        .stderr(Stdio::Null);
+    let prepared = prepare(&spec).unwrap();
+    for round in 0..2 {
+        let t = Instant::now();
+        for _ in 0..n {
+            let child = spawn(&prepared, &no_placement()).unwrap();
+            assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+        }
+        let ours = n as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..n {
+            let status = std::process::Command::new("/bin/true")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let std_rate = n as f64 / t.elapsed().as_secs_f64();
+        // With captured stdout+stderr pipes.
+        let spec2 = TaskSpec::new("/bin/true");
+        let p2 = prepare(&spec2).unwrap();
+        let t = Instant::now();
+        for _ in 0..n {
+            let child = spawn(&p2, &no_placement()).unwrap();
+            assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+        }
+        let ours_pipes = n as f64 / t.elapsed().as_secs_f64();
+        println!("round {round}: pidring spawn {ours:.0}/s, with 2 pipes {ours_pipes:.0}/s; std::process::Command {std_rate:.0}/s");
+    }
+}
