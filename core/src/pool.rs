@@ -1,19 +1,27 @@
-//! PROVISIONAL signatures: the public pool API.
-#![allow(unused_variables, dead_code)]
+//! The public face of pidring: a [`Pool`] of io_uring workers, the [`TaskHandle`]s of its
+//! tasks, and the stream of [`Event`]s they produce.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
-use crate::containment::{Containment, ContainmentKind};
+use crate::containment::{Containment, ContainmentKind, PoolContainment};
 use crate::error::{BuildError, ControlError, SpawnError};
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
+use crate::worker::{self, Command, EventSink, Request, RingSizes, WorkerSetup, WorkerShared};
 
 /// Which driver runs the state machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
+    /// io_uring where the kernel allows it.
     #[default]
     Auto,
     Uring,
+    /// The epoll fallback (not built yet: asking for it fails with `BackendUnavailable`).
     Epoll,
 }
 
@@ -38,48 +46,329 @@ impl BackendKind {
 pub struct PoolStats {
     pub live_tasks: u64,
     pub spawned: u64,
+    /// Completions that arrived for a task slot that had been released (dropped).
     pub stale_completions: u64,
+    /// Events a task's state machine rejected as impossible in its state.
     pub rejected_events: u64,
 }
 
-pub struct PoolBuilder {}
+/// Fixed-file slots a typical task uses: its pidfd, stdout and stderr.
+const SLOTS_PER_TASK: u64 = 3;
+
+pub struct PoolBuilder {
+    workers: Option<usize>,
+    max_tasks: Option<usize>,
+    containment: Containment,
+    backend: Backend,
+    subreaper: bool,
+    callback: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+}
 
 impl PoolBuilder {
-    /// Number of worker threads, each with its own ring. Default: the number of cores.
-    pub fn workers(self, n: usize) -> Self { todo!() }
-    pub fn containment(self, c: Containment) -> Self { todo!() }
-    pub fn backend(self, b: Backend) -> Self { todo!() }
+    /// Number of worker threads, each with its own ring. Default: the number of cores, or
+    /// more when [`max_tasks`](Self::max_tasks) needs more fixed-file tables.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The most tasks the pool must hold at once; sizes the number of rings, since one
+    /// ring's fixed-file table is capped by `RLIMIT_NOFILE`.
+    pub fn max_tasks(mut self, n: usize) -> Self {
+        self.max_tasks = Some(n);
+        self
+    }
+
+    pub fn containment(mut self, c: Containment) -> Self {
+        self.containment = c;
+        self
+    }
+
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+
     /// Makes this process a child subreaper, and reaps orphaned descendants that come back.
-    pub fn subreaper(self, on: bool) -> Self { todo!() }
+    pub fn subreaper(mut self, on: bool) -> Self {
+        self.subreaper = on;
+        self
+    }
+
     /// Delivers events to this callback (on the worker threads) instead of `Pool::events`.
-    pub fn on_event(self, f: impl Fn(Event) + Send + Sync + 'static) -> Self { todo!() }
-    pub fn build(self) -> Result<Pool, BuildError> { todo!() }
+    /// It must not block for long: it runs on the thread that drives the tasks.
+    pub fn on_event(mut self, f: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        self.callback = Some(Arc::new(f));
+        self
+    }
+
+    pub fn build(self) -> Result<Pool, BuildError> {
+        match self.backend {
+            Backend::Auto | Backend::Uring => {}
+            Backend::Epoll => {
+                return Err(BuildError::BackendUnavailable(
+                    "epoll",
+                    "the epoll driver is not implemented yet; use the io_uring backend".into(),
+                ))
+            }
+        }
+        if self.workers == Some(0) {
+            return Err(BuildError::InvalidOption(
+                "workers must be at least 1".into(),
+            ));
+        }
+        let fixed_files = raise_fd_limit();
+        let per_ring = (u64::from(fixed_files) / SLOTS_PER_TASK).max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let needed_for_tasks = self
+            .max_tasks
+            .map_or(1, |n| (n as u64).div_ceil(per_ring) as usize);
+        let workers = self.workers.unwrap_or(cores).max(needed_for_tasks);
+        if workers > 1024 {
+            return Err(BuildError::InvalidOption(format!(
+                "{workers} workers is more than 1024"
+            )));
+        }
+        let containment = Arc::new(PoolContainment::new(self.containment)?);
+        if self.subreaper {
+            crate::containment::become_subreaper().map_err(|e| {
+                BuildError::InvalidOption(format!("cannot become a child subreaper: {e}"))
+            })?;
+        }
+        let runners = self.subreaper.then(|| Arc::new(Mutex::new(HashSet::new())));
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let sink = match &self.callback {
+            Some(f) => EventSink::Callback(Arc::clone(f)),
+            None => EventSink::Channel(events_tx),
+        };
+        let sizes = RingSizes {
+            sq_entries: 4096,
+            cq_entries: 65536,
+            fixed_files,
+            buffers: 256,
+            buffer_size: 16 * 1024,
+        };
+        let mut shared = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let setup = WorkerSetup {
+                index,
+                sizes,
+                sink: sink.clone(),
+                containment: Arc::clone(&containment),
+                runners: runners.clone(),
+            };
+            match worker::start(setup) {
+                Ok((worker, thread)) => {
+                    shared.push(worker);
+                    threads.push(thread);
+                }
+                Err(e) => {
+                    stop(&shared, &mut threads);
+                    return Err(e);
+                }
+            }
+        }
+        let capacity = shared.iter().map(|w| w.capacity).sum();
+        tracing::info!(
+            workers,
+            fixed_files_per_ring = fixed_files,
+            capacity,
+            containment = containment.kind().as_str(),
+            "pool started"
+        );
+        Ok(Pool {
+            workers: shared,
+            threads,
+            events: events_rx,
+            containment,
+            next_id: AtomicU64::new(1),
+            capacity,
+        })
+    }
 }
 
-pub struct Pool {}
+/// Raises the soft fd limit to the hard one and returns the size of one ring's fixed-file
+/// table: the kernel caps it at `RLIMIT_NOFILE`.
+fn raise_fd_limit() -> u32 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::warn!(error = %e, "cannot raise the soft fd limit");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
+    // The kernel's own ceiling for a fixed table is 1 << 20 entries.
+    current.clamp(64, 1 << 20) as u32
+}
+
+/// A set of worker threads, each with its own io_uring ring, supervising tasks.
+///
+/// Dropping the pool kills every live task's tree and waits for them, like
+/// [`shutdown`](Pool::shutdown).
+pub struct Pool {
+    workers: Vec<Arc<WorkerShared>>,
+    threads: Vec<JoinHandle<()>>,
+    events: Receiver<Event>,
+    containment: Arc<PoolContainment>,
+    next_id: AtomicU64,
+    capacity: usize,
+}
 
 impl Pool {
-    pub fn builder() -> PoolBuilder { todo!() }
-    pub fn spawn(&self, spec: TaskSpec) -> Result<TaskHandle, SpawnError> { todo!() }
-    pub fn events(&self) -> &Receiver<Event> { todo!() }
-    pub fn containment(&self) -> ContainmentKind { todo!() }
-    pub fn backend(&self) -> BackendKind { todo!() }
-    /// How many tasks the pool can hold at once (fixed-file tables and fd limit).
-    pub fn capacity(&self) -> usize { todo!() }
-    pub fn stats(&self) -> PoolStats { todo!() }
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            workers: None,
+            max_tasks: None,
+            containment: Containment::Auto,
+            backend: Backend::Auto,
+            subreaper: false,
+            callback: None,
+        }
+    }
+
+    /// Starts a task on the least loaded worker. Returns once the program runs (exec
+    /// succeeded) or with the reason it could not start.
+    pub fn spawn(&self, spec: TaskSpec) -> Result<TaskHandle, SpawnError> {
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.live())
+            .ok_or(SpawnError::PoolClosed)?;
+        let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        worker
+            .send(Command::Spawn {
+                spec: Box::new(spec),
+                id,
+                reply: reply_tx,
+            })
+            .map_err(|()| SpawnError::PoolClosed)?;
+        let spawned = reply_rx.recv().map_err(|_| SpawnError::PoolClosed)??;
+        Ok(TaskHandle {
+            id,
+            pid: spawned.pid as u32,
+            slot: spawned.slot,
+            generation: spawned.generation,
+            worker: Arc::clone(worker),
+        })
+    }
+
+    /// Every task's events, in the order the pool promises per task (see [`Event`]).
+    /// Empty when the pool was built with [`PoolBuilder::on_event`].
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    pub fn containment(&self) -> ContainmentKind {
+        self.containment.kind()
+    }
+
+    pub fn backend(&self) -> BackendKind {
+        BackendKind::Uring
+    }
+
+    /// How many typical tasks (pidfd, stdout, stderr) the pool can hold at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let mut stats = PoolStats::default();
+        for w in &self.workers {
+            let c = &w.counters;
+            stats.live_tasks += c.live.load(Ordering::Relaxed);
+            stats.spawned += c.spawned.load(Ordering::Relaxed);
+            stats.stale_completions += c.stale.load(Ordering::Relaxed);
+            stats.rejected_events += c.rejected.load(Ordering::Relaxed);
+        }
+        stats
+    }
+
     /// Kills every live task's tree, waits for their `Done`, and joins the workers.
-    pub fn shutdown(self) { todo!() }
+    pub fn shutdown(mut self) {
+        stop(&self.workers, &mut self.threads);
+    }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        stop(&self.workers, &mut self.threads);
+    }
+}
+
+fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>) {
+    for w in workers {
+        let _ = w.send(Command::Shutdown);
+    }
+    for thread in threads.drain(..) {
+        if thread.join().is_err() {
+            tracing::error!("a worker thread panicked");
+        }
+    }
+}
+
+/// A live (or finished) task: its id, and the requests it takes. Cheap to clone; requests
+/// to a task that already ended are ignored.
 #[derive(Clone)]
-pub struct TaskHandle {}
+pub struct TaskHandle {
+    id: TaskId,
+    pid: u32,
+    slot: u32,
+    generation: u16,
+    worker: Arc<WorkerShared>,
+}
+
+impl std::fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
 
 impl TaskHandle {
-    pub fn id(&self) -> TaskId { todo!() }
-    pub fn pid(&self) -> u32 { todo!() }
-    pub fn signal(&self, signal: i32) -> Result<(), ControlError> { todo!() }
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The main process's pid, for display: pidring itself signals only through pidfds.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the main process (through its pidfd).
+    pub fn signal(&self, signal: i32) -> Result<(), ControlError> {
+        if !(1..=64).contains(&signal) {
+            return Err(ControlError::InvalidSignal(signal));
+        }
+        self.request(Request::Signal(signal))
+    }
+
     /// SIGTERM to the tree, SIGKILL after the task's grace.
-    pub fn terminate(&self) -> Result<(), ControlError> { todo!() }
+    pub fn terminate(&self) -> Result<(), ControlError> {
+        self.request(Request::Terminate)
+    }
+
     /// SIGKILL to the tree at once.
-    pub fn kill(&self) -> Result<(), ControlError> { todo!() }
+    pub fn kill(&self) -> Result<(), ControlError> {
+        self.request(Request::Kill)
+    }
+
+    fn request(&self, request: Request) -> Result<(), ControlError> {
+        self.worker
+            .send(Command::Control {
+                slot: self.slot,
+                generation: self.generation,
+                request,
+            })
+            .map_err(|()| ControlError::PoolClosed)
+    }
 }

@@ -5,6 +5,7 @@
 //! - `ring`: the io_uring ring, its fixed-file table and provided buffer ring.
 #![allow(unsafe_code)]
 
+pub(crate) mod fd;
 pub(crate) mod pidfd;
 pub(crate) mod ring;
 pub(crate) mod spawn;

@@ -1,1 +1,324 @@
-//! PROVISIONAL: the io_uring ring wrapper.
+//! One worker's io_uring: submission with back-pressure, waiting with a deadline, a sparse
+//! fixed-file table (so per-task fds stay out of the process fd table), and a provided
+//! buffer ring (so an idle task holds no read buffer).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::{cqueue, squeue, types, IoUring};
+
+/// A completion, copied out of the completion queue so the ring can be borrowed again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    pub(crate) user_data: u64,
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    pub(crate) fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    pub(crate) fn buffer_id(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+}
+
+/// A submission built by [`ops`]. None of them points at caller memory (reads use the
+/// ring's own provided buffers), which is what makes [`Ring::push`] safe.
+pub(crate) struct Sqe(squeue::Entry);
+
+pub(crate) struct Ring {
+    // Field order is drop order: the ring goes before the buffers it reads into.
+    ring: IoUring,
+    buffers: ProvidedBuffers,
+    files: u32,
+}
+
+impl Ring {
+    /// A ring with `sq_entries` submissions, `cq_entries` completions and a sparse fixed-file
+    /// table of `files` slots. Created and used on the same thread (`SINGLE_ISSUER`).
+    /// `buffers` buffers of `buffer_size` bytes feed the multishot reads.
+    pub(crate) fn new(
+        sq_entries: u32,
+        cq_entries: u32,
+        files: u32,
+        buffers: u16,
+        buffer_size: usize,
+    ) -> io::Result<Ring> {
+        let ring = IoUring::builder()
+            .setup_cqsize(cq_entries)
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_submit_all()
+            .build(sq_entries)?;
+        ring.submitter().register_files_sparse(files)?;
+        let buffers = ProvidedBuffers::new(&ring, 0, buffers, buffer_size)?;
+        Ok(Ring {
+            ring,
+            buffers,
+            files,
+        })
+    }
+
+    pub(crate) fn buffer_group(&self) -> u16 {
+        self.buffers.group
+    }
+
+    /// The bytes a read completion delivered in buffer `bid`.
+    pub(crate) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        self.buffers.filled(bid, len)
+    }
+
+    /// Gives buffer `bid` back to the kernel once its bytes were copied out.
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        self.buffers.recycle(bid)
+    }
+
+    pub(crate) fn fixed_files(&self) -> u32 {
+        self.files
+    }
+
+    /// Queues one submission, flushing the queue to the kernel first when it is full.
+    pub(crate) fn push(&mut self, entry: Sqe) -> io::Result<()> {
+        loop {
+            // SAFETY: entries from `ops` reference no memory of ours except the provided
+            // buffers, which live as long as the ring (see field order). Fds and fixed slots
+            // they name may close early: the kernel holds its own file reference.
+            if unsafe { self.ring.submission().push(&entry.0) }.is_ok() {
+                return Ok(());
+            }
+            self.submit()?;
+        }
+    }
+
+    /// Hands queued submissions to the kernel without waiting.
+    pub(crate) fn submit(&mut self) -> io::Result<()> {
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // The completion queue is full: the caller drains it before submitting more.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Submits and waits for at least one completion, or until `timeout` passes.
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let result = match timeout {
+            Some(timeout) => {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every available completion into `out`.
+    pub(crate) fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        out.extend(cq.map(|cqe| Completion {
+            user_data: cqe.user_data(),
+            result: cqe.result(),
+            flags: cqe.flags(),
+        }));
+    }
+
+    /// Puts `fd` into fixed slot `slot` and closes the ordinary descriptor.
+    pub(crate) fn register_file(&self, slot: u32, fd: OwnedFd) -> io::Result<()> {
+        let raw: RawFd = fd.as_raw_fd();
+        self.ring.submitter().register_files_update(slot, &[raw])?;
+        drop(fd);
+        Ok(())
+    }
+
+    /// Empties fixed slot `slot` at once (the kernel drops its file reference).
+    pub(crate) fn unregister_file(&self, slot: u32) -> io::Result<()> {
+        self.ring.submitter().register_files_update(slot, &[-1])?;
+        Ok(())
+    }
+}
+
+/// A provided buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size` bytes that
+/// the kernel picks from when a read completes.
+pub(crate) struct ProvidedBuffers {
+    ring_entries: NonNull<types::BufRingEntry>,
+    ring_len: usize,
+    buffers: Box<[u8]>,
+    count: u16,
+    size: usize,
+    group: u16,
+    tail: u16,
+}
+
+impl ProvidedBuffers {
+    /// `count` must be a power of two no larger than 32,768.
+    fn new(ring: &IoUring, group: u16, count: u16, size: usize) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32768 || size == 0 || size > u32::MAX as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let ring_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: a fresh anonymous private mapping; the kernel needs page-aligned memory
+        // for the ring, which mmap gives. Checked for MAP_FAILED below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ring_entries = NonNull::new(addr.cast::<types::BufRingEntry>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let mut this = ProvidedBuffers {
+            ring_entries,
+            ring_len,
+            buffers: vec![0u8; usize::from(count) * size].into_boxed_slice(),
+            count,
+            size,
+            group,
+            tail: 0,
+        };
+        // SAFETY: the mapping holds `count` entries and lives until `Drop`, which runs only
+        // after the owning ring is dropped (the worker drops its ring first).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                this.ring_entries.as_ptr() as u64,
+                count,
+                group,
+                0,
+            )?;
+        }
+        for bid in 0..count {
+            this.stage(bid);
+        }
+        this.publish();
+        Ok(this)
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    fn filled(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid % self.count) * self.size;
+        &self.buffers[start..start + len.min(self.size)]
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        self.stage(bid % self.count);
+        self.publish();
+    }
+
+    fn stage(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        let addr = self.buffers[usize::from(bid) * self.size..].as_ptr() as u64;
+        // SAFETY: `index < count`, inside the mapping; the kernel reads only entries between
+        // its head and the published tail, and this one is past the published tail.
+        let entry = unsafe { &mut *self.ring_entries.as_ptr().add(index) };
+        entry.set_addr(addr);
+        entry.set_len(self.size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the reserved field of entry 0, inside the mapping;
+        // the kernel reads it concurrently, so it is written as an atomic with release order,
+        // which also publishes the entries staged before it.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.ring_entries.as_ptr()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ProvidedBuffers {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length, and the ring that used it
+        // is gone (the worker drops the ring before the buffers).
+        unsafe {
+            libc::munmap(self.ring_entries.as_ptr().cast(), self.ring_len);
+        }
+    }
+}
+
+/// Builds the submissions the worker uses. Each is safe to push as long as the fixed slot
+/// or fd it names stays registered/open until its completion, which the worker guarantees
+/// by releasing a task's slots only after its machine says nothing is in flight.
+pub(crate) mod ops {
+    use super::Sqe;
+    use io_uring::{opcode, types};
+
+    pub(crate) fn read_multishot(fixed: u32, group: u16, user_data: u64) -> Sqe {
+        Sqe(opcode::ReadMulti::new(types::Fixed(fixed), 0, group)
+            .build()
+            .user_data(user_data))
+    }
+
+    pub(crate) fn poll_in_fixed(fixed: u32, user_data: u64) -> Sqe {
+        Sqe(
+            opcode::PollAdd::new(types::Fixed(fixed), libc::POLLIN as u32)
+                .build()
+                .user_data(user_data),
+        )
+    }
+
+    pub(crate) fn poll_pri(fd: i32, user_data: u64) -> Sqe {
+        Sqe(
+            opcode::PollAdd::new(types::Fd(fd), (libc::POLLPRI | libc::POLLERR) as u32)
+                .build()
+                .user_data(user_data),
+        )
+    }
+
+    pub(crate) fn poll_in_multishot(fd: i32, user_data: u64) -> Sqe {
+        Sqe(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data))
+    }
+
+    pub(crate) fn install_fixed(fixed: u32, user_data: u64) -> Sqe {
+        // Flags 0: the installed descriptor is O_CLOEXEC, as every fd of the supervisor is.
+        Sqe(opcode::FixedFdInstall::new(types::Fixed(fixed), 0)
+            .build()
+            .user_data(user_data))
+    }
+
+    pub(crate) fn cancel(target: u64, user_data: u64) -> Sqe {
+        Sqe(opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data))
+    }
+
+    pub(crate) fn close_fixed(fixed: u32, user_data: u64) -> Sqe {
+        Sqe(opcode::Close::new(types::Fixed(fixed))
+            .build()
+            .user_data(user_data))
+    }
+}

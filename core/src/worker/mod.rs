@@ -1,1 +1,167 @@
-//! The io_uring worker: one thread, one ring, a slab of tasks.
+//! The io_uring worker: one thread that owns one ring, a slab of tasks and their state
+//! machines. Other threads reach it only through its command channel plus an eventfd that
+//! the ring polls, so no lock sits on the hot path.
+//!
+//! What the worker does for its tasks:
+//! - spawns them on its own thread (`PR_SET_PDEATHSIG` follows the creating thread);
+//! - keeps each task's pidfd and pipe ends as direct descriptors in the ring's fixed-file
+//!   table, so the process fd table holds no per-task entry;
+//! - turns completions into machine events and machine actions into submissions; the
+//!   machine alone decides when a task's slot and descriptors are released.
+
+mod event_loop;
+mod fixed_slots;
+mod timers;
+pub mod user_data;
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+use crate::containment::PoolContainment;
+use crate::error::{BuildError, SpawnError};
+use crate::event::{Event, TaskId};
+use crate::spec::TaskSpec;
+
+/// A request about one live task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    Signal(i32),
+    Terminate,
+    Kill,
+}
+
+pub(crate) enum Command {
+    Spawn {
+        spec: Box<TaskSpec>,
+        id: TaskId,
+        reply: Sender<Result<Spawned, SpawnError>>,
+    },
+    Control {
+        slot: u32,
+        generation: u16,
+        request: Request,
+    },
+    /// Kill every task, wait for their `Done`, and stop.
+    Shutdown,
+}
+
+/// What a successful spawn tells the caller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spawned {
+    pub(crate) slot: u32,
+    pub(crate) generation: u16,
+    pub(crate) pid: i32,
+}
+
+/// Where events go.
+#[derive(Clone)]
+pub(crate) enum EventSink {
+    Channel(Sender<Event>),
+    Callback(Arc<dyn Fn(Event) + Send + Sync>),
+}
+
+impl EventSink {
+    fn deliver(&self, event: Event) {
+        match self {
+            // A user who dropped the receiver no longer wants events: not an error.
+            EventSink::Channel(tx) => drop(tx.send(event)),
+            EventSink::Callback(f) => f(event),
+        }
+    }
+}
+
+/// Counters a worker publishes.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) live: AtomicU64,
+    pub(crate) spawned: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+/// The part of a worker that other threads hold.
+pub(crate) struct WorkerShared {
+    commands: Sender<Command>,
+    wake: OwnedFd,
+    pub(crate) counters: Counters,
+    pub(crate) capacity: usize,
+}
+
+impl WorkerShared {
+    /// Queues a command and wakes the worker. Fails once the worker has stopped.
+    pub(crate) fn send(&self, command: Command) -> Result<(), ()> {
+        self.commands.send(command).map_err(drop)?;
+        // An eventfd write fails only if the counter would overflow, which a worker that
+        // keeps reading it never lets happen; the command is queued either way.
+        let _ = rustix::io::write(self.wake.as_fd(), &1u64.to_ne_bytes());
+        Ok(())
+    }
+
+    pub(crate) fn live(&self) -> u64 {
+        self.counters.live.load(Ordering::Relaxed)
+    }
+}
+
+/// Sizes of one worker's ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingSizes {
+    pub(crate) sq_entries: u32,
+    pub(crate) cq_entries: u32,
+    pub(crate) fixed_files: u32,
+    pub(crate) buffers: u16,
+    pub(crate) buffer_size: usize,
+}
+
+/// Everything a worker thread needs besides its ring, which it builds itself.
+pub(crate) struct WorkerSetup {
+    pub(crate) index: usize,
+    pub(crate) sizes: RingSizes,
+    pub(crate) sink: EventSink,
+    pub(crate) containment: Arc<PoolContainment>,
+    /// Pids of task runners, kept only when the pool is a subreaper, so that orphan
+    /// reaping never takes a runner's status. Locked around each spawn.
+    pub(crate) runners: Option<Arc<Mutex<HashSet<i32>>>>,
+}
+
+/// Starts a worker thread. Returns once its ring exists, or with the reason it could not.
+pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle<()>), BuildError> {
+    let wake = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(|e| BuildError::Ring(e.into()))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
+    let worker_wake = wake.try_clone().map_err(BuildError::Ring)?;
+    let capacity = (setup.sizes.fixed_files / 3) as usize;
+    let shared = Arc::new(WorkerShared {
+        commands: tx,
+        wake,
+        counters: Counters::default(),
+        capacity,
+    });
+    let thread_shared = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name(format!("pidring-worker-{}", setup.index))
+        .spawn(move || event_loop::run(setup, rx, worker_wake, thread_shared, ready_tx))
+        .map_err(BuildError::Thread)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok((shared, thread)),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(BuildError::Ring(e))
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(BuildError::Ring(io::Error::other(
+                "worker thread ended during setup",
+            )))
+        }
+    }
+}
