@@ -1,1 +1,210 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of the integration tests: where the `pidring helper` test program is,
+//! collecting a pool's events per task (checking their order), and the leak checks every
+//! test ends with (fds, zombies, surviving descendants).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use pidring::{Event, ExitStatus, Outcome, Pool, StreamId, TaskId};
+
+/// Tests in one binary share the process's fd table and children: they run one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `pidring` binary (whose hidden `helper` subcommand is the test program), built on
+/// demand with the profile of this test binary if it is not there yet.
+pub fn pidring_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test-binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        let bin = profile_dir.join("pidring");
+        if !bin.exists() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "-p", "pidring-harness", "--bin", "pidring"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build for the pidring binary");
+            assert!(status.success(), "building the pidring binary failed");
+        }
+        bin
+    })
+}
+
+/// A spec running `pidring helper STEPS...`.
+pub fn helper(steps: &[&str]) -> pidring::TaskSpec {
+    pidring::TaskSpec::new(pidring_bin()).arg("helper").args(steps)
+}
+
+/// The byte pattern of the helper's `out=N` / `err=N`.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Everything one task produced, in order.
+#[derive(Debug, Default)]
+pub struct TaskRecord {
+    pub output: HashMap<StreamId, Vec<u8>>,
+    pub exited: Option<ExitStatus>,
+    pub outcome: Option<Outcome>,
+}
+
+impl TaskRecord {
+    pub fn stdout(&self) -> &[u8] {
+        self.output.get(&StreamId::STDOUT).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn stderr(&self) -> &[u8] {
+        self.output.get(&StreamId::STDERR).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn outcome(&self) -> &Outcome {
+        self.outcome.as_ref().expect("task has no Done")
+    }
+}
+
+/// Collects events until every task in `tasks` is `Done`, asserting the per-task order
+/// the pool promises: every `Output`, then one `Exited`, then one `Done`, last.
+pub fn collect(pool: &Pool, tasks: &[TaskId], limit: Duration) -> HashMap<TaskId, TaskRecord> {
+    let mut records: HashMap<TaskId, TaskRecord> = tasks.iter().map(|t| (*t, TaskRecord::default())).collect();
+    let mut remaining = tasks.len();
+    let deadline = Instant::now() + limit;
+    while remaining > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = match pool.events().recv_timeout(left) {
+            Ok(event) => event,
+            Err(_) => panic!("{remaining} of {} tasks not Done within {limit:?}", tasks.len()),
+        };
+        let record = records.entry(event.task()).or_default();
+        assert!(record.outcome.is_none(), "event after Done: {event:?}");
+        match event {
+            Event::Output { stream, bytes, .. } => {
+                assert!(record.exited.is_none(), "Output after Exited");
+                record.output.entry(stream).or_default().extend_from_slice(&bytes);
+            }
+            Event::Exited { status, .. } => {
+                assert!(record.exited.is_none(), "two Exited events");
+                record.exited = Some(status);
+            }
+            Event::Done { task, outcome } => {
+                if tasks.contains(&task) {
+                    remaining -= 1;
+                }
+                record.outcome = Some(outcome);
+            }
+        }
+    }
+    records
+}
+
+/// Number of open fds of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Parsed `/proc/<pid>/stat`: (state, ppid).
+pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Children of this process that are zombies (nobody reaped them).
+pub fn our_zombies() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|(state, ppid)| state == 'Z' && ppid == me))
+        .collect()
+}
+
+/// Whether `pid` is a running process (a zombie counts as dead).
+pub fn alive(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Waits up to `limit` for `condition`.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Pids recorded by the helper's `pidfile=` steps.
+pub fn read_pids(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("pidring-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills (through pidfds) every recorded pid still alive when dropped, so a failing test
+/// leaves nothing behind.
+pub struct Reaper(pub Vec<PathBuf>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            for pid in read_pids(file) {
+                kill_by_pidfd(pid);
+            }
+        }
+    }
+}
+
+/// SIGKILL through a pidfd, after checking the pid still names a live process.
+pub fn kill_by_pidfd(pid: i32) {
+    // SAFETY: plain syscalls with integer arguments; the fd is closed right after.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        if fd >= 0 {
+            libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0);
+            libc::close(fd);
+        }
+    }
+}

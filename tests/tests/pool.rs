@@ -1,0 +1,328 @@
+//! The Pool end to end on real processes: exact output, exit statuses, termination,
+//! fleets, and the absence of leaks (fds, zombies, survivors).
+
+use std::time::{Duration, Instant};
+
+use pidring::{Containment, ExitStatus, Pool, Reason, SpawnError, TaskSpec};
+use pidring_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn pool(workers: usize) -> Pool {
+    Pool::builder().workers(workers).build().expect("build pool")
+}
+
+/// Every test ends here: nothing of ours is left behind.
+fn assert_clean(fds_before: usize) {
+    assert!(
+        eventually(Duration::from_secs(5), || fd_count() <= fds_before),
+        "fd leak: {} open, {} before",
+        fd_count(),
+        fds_before
+    );
+    assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
+}
+
+#[test]
+fn output_is_delivered_byte_for_byte_including_10_mb_and_output_just_before_exit() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(2);
+        let big = pool
+            .spawn(helper(&["out=10485760", "err=3000000", "exit=0"]))
+            .unwrap();
+        let last_moment = pool.spawn(helper(&["sleep=50", "out=200000", "exit=5"])).unwrap();
+        let small = pool.spawn(TaskSpec::new("sh").args(["-c", "printf hello; printf oops >&2"])).unwrap();
+        let records = collect(&pool, &[big.id(), last_moment.id(), small.id()], LIMIT);
+
+        let big = &records[&big.id()];
+        assert_eq!(big.stdout().len(), 10_485_760);
+        assert!(big.stdout() == pattern(10_485_760), "stdout bytes differ");
+        assert!(big.stderr() == pattern(3_000_000), "stderr bytes differ");
+        assert_eq!(big.outcome().reason, Reason::Exited(0));
+        let bytes: Vec<u64> = big.outcome().stream_bytes.iter().map(|(_, n)| *n).collect();
+        assert_eq!(bytes, vec![10_485_760, 3_000_000]);
+
+        let last = &records[&last_moment.id()];
+        assert!(last.stdout() == pattern(200_000));
+        assert_eq!(last.exited, Some(ExitStatus::Code(5)));
+        assert_eq!(last.outcome().reason, Reason::Exited(5));
+
+        let small = &records[&small.id()];
+        assert_eq!(small.stdout(), b"hello");
+        assert_eq!(small.stderr(), b"oops");
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn exit_codes_and_deaths_by_signal_are_reported() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(2);
+        let codes = [0, 1, 42, 255];
+        let mut ids = Vec::new();
+        for code in codes {
+            ids.push(pool.spawn(helper(&[&format!("exit={code}")])).unwrap().id());
+        }
+        let killed = pool.spawn(helper(&["out=10", "raise=9"])).unwrap().id();
+        let segv = pool.spawn(helper(&["raise=11"])).unwrap().id();
+        let mut all = ids.clone();
+        all.extend([killed, segv]);
+        let records = collect(&pool, &all, LIMIT);
+        for (id, code) in ids.iter().zip(codes) {
+            assert_eq!(records[id].exited, Some(ExitStatus::Code(code)));
+            assert_eq!(records[id].outcome().reason, Reason::Exited(code));
+        }
+        assert_eq!(records[&killed].stdout(), pattern(10).as_slice());
+        assert_eq!(records[&killed].outcome().status, ExitStatus::Signal(9));
+        assert_eq!(records[&killed].outcome().reason, Reason::Signaled(9));
+        assert_eq!(records[&segv].outcome().reason, Reason::Signaled(11));
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn terminate_escalates_to_sigkill_after_grace_for_a_child_ignoring_sigterm() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        let stubborn = pool
+            .spawn(helper(&["ignore-term", "out=5", "sleep=60000"]).grace(Duration::from_millis(300)))
+            .unwrap();
+        let polite = pool
+            .spawn(helper(&["sleep=60000"]).grace(Duration::from_secs(30)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        stubborn.terminate().unwrap();
+        polite.terminate().unwrap();
+        let records = collect(&pool, &[stubborn.id(), polite.id()], LIMIT);
+        let stubborn_rec = &records[&stubborn.id()];
+        assert_eq!(stubborn_rec.outcome().reason, Reason::Terminated);
+        assert_eq!(stubborn_rec.outcome().status, ExitStatus::Signal(9), "needed SIGKILL");
+        assert!(stubborn_rec.outcome().tree_signalled);
+        assert_eq!(stubborn_rec.stdout(), b"abcde");
+        // SIGTERM sufficed for the polite one: it did not wait out its 30 s grace.
+        assert_eq!(records[&polite.id()].outcome().status, ExitStatus::Signal(15));
+        assert!(started.elapsed() < Duration::from_secs(25));
+        assert!(!alive(stubborn.pid() as i32));
+        // Requests after the end are ignored, not errors.
+        stubborn.kill().unwrap();
+        stubborn.signal(1).unwrap();
+        assert!(stubborn.signal(0).is_err(), "signal 0 is not a valid request");
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn kill_request_sigkills_at_once() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        let task = pool
+            .spawn(helper(&["ignore-term", "sleep=60000"]).grace(Duration::from_secs(60)))
+            .unwrap();
+        task.kill().unwrap();
+        let records = collect(&pool, &[task.id()], Duration::from_secs(20));
+        assert_eq!(records[&task.id()].outcome().status, ExitStatus::Signal(9));
+        assert_eq!(records[&task.id()].outcome().reason, Reason::Terminated);
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn timeout_terminates_the_task() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        let task = pool
+            .spawn(
+                helper(&["sleep=60000"])
+                    .timeout(Duration::from_millis(200))
+                    .grace(Duration::from_secs(5)),
+            )
+            .unwrap();
+        let records = collect(&pool, &[task.id()], Duration::from_secs(30));
+        assert_eq!(records[&task.id()].outcome().reason, Reason::TimedOut);
+        assert_eq!(records[&task.id()].outcome().status, ExitStatus::Signal(15));
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn spawn_errors_are_typed_and_leave_nothing_behind() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        match pool.spawn(TaskSpec::new("/definitely/not/here")) {
+            Err(SpawnError::NotFound(_)) => {}
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        match pool.spawn(TaskSpec::new("no-such-program-pidring-test")) {
+            Err(SpawnError::NotFound(_)) => {}
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        match pool.spawn(TaskSpec::new("/etc/hostname")) {
+            Err(SpawnError::PermissionDenied(_)) => {}
+            other => panic!("expected PermissionDenied, got {other:?}"),
+        }
+        match pool.spawn(TaskSpec::new("nul\0byte")) {
+            Err(SpawnError::InvalidSpec(_)) => {}
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+        // The pool still works.
+        let ok = pool.spawn(helper(&["exit=3"])).unwrap();
+        let records = collect(&pool, &[ok.id()], LIMIT);
+        assert_eq!(records[&ok.id()].outcome().reason, Reason::Exited(3));
+        assert_eq!(pool.stats().live_tasks, 0);
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn a_foreign_reaper_does_not_hang_the_task_and_its_status_survives() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        let task = pool.spawn(helper(&["sleep=300", "out=3", "exit=7"])).unwrap();
+        // Like Celery's SIGCHLD handler: waitpid(-1) in the host process takes the child.
+        let thief = std::thread::spawn(|| {
+            let mut status = 0;
+            // SAFETY: plain libc call with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+            (pid, status)
+        });
+        let (stolen_pid, raw) = thief.join().unwrap();
+        assert_eq!(stolen_pid, task.pid() as i32, "the thief reaped our task");
+        assert_eq!(libc::WEXITSTATUS(raw), 7);
+        let records = collect(&pool, &[task.id()], LIMIT);
+        let record = &records[&task.id()];
+        assert_eq!(record.stdout(), b"abc");
+        assert_eq!(record.outcome().status, ExitStatus::Code(7), "status from PIDFD_GET_INFO");
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn two_thousand_concurrent_tasks_over_two_workers_all_reach_done() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(2);
+        let mut ids = Vec::new();
+        for i in 0..2000 {
+            let spec = TaskSpec::new("sh").args(["-c", &format!("sleep 0.5; echo {i}; exit {}", i % 7)]);
+            ids.push(pool.spawn(spec).unwrap().id());
+        }
+        assert!(fd_count() <= fds + 8, "per-task fds leaked into the process table");
+        let records = collect(&pool, &ids, Duration::from_secs(120));
+        for (i, id) in ids.iter().enumerate() {
+            let record = &records[id];
+            assert_eq!(record.stdout(), format!("{i}\n").as_bytes());
+            assert_eq!(record.outcome().reason, Reason::Exited((i % 7) as i32));
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.spawned, 2000);
+        assert_eq!(stats.live_tasks, 0);
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+/// Issue 3's density check: 10,000 idle tasks under the 20,000-fd limit, with a flat
+/// process fd table. Prints what the note reports (RSS and slab per task, kill-all time).
+#[test]
+fn ten_thousand_idle_tasks_keep_the_fd_table_flat() {
+    let _serial = serial();
+    let fds = fd_count();
+    const N: usize = 10_000;
+    {
+        let pool = Pool::builder().max_tasks(N).build().expect("pool");
+        assert!(pool.capacity() >= N, "capacity {} < {N}", pool.capacity());
+        let rss_before = rss_kib();
+        let slab_before = slab_kib();
+        let started = Instant::now();
+        let mut handles = Vec::with_capacity(N);
+        for _ in 0..N {
+            handles.push(pool.spawn(TaskSpec::new("sleep").arg("600")).expect("spawn"));
+        }
+        let spawn_time = started.elapsed();
+        let fds_during = fd_count();
+        assert!(
+            fds_during <= fds + 2 * pool.workers() + 4,
+            "fd table grew with the fleet: {fds} before, {fds_during} with {N} tasks"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let rss_per_task = (rss_kib().saturating_sub(rss_before)) * 1024 / N as u64;
+        let slab_per_task = (slab_kib().saturating_sub(slab_before)) * 1024 / N as u64;
+        let killed = Instant::now();
+        for handle in &handles {
+            handle.kill().unwrap();
+        }
+        let ids: Vec<_> = handles.iter().map(|h| h.id()).collect();
+        let records = collect(&pool, &ids, Duration::from_secs(120));
+        let kill_all = killed.elapsed();
+        assert!(records.values().all(|r| r.outcome().status == ExitStatus::Signal(9)));
+        eprintln!(
+            "idle fleet: {N} tasks on {} workers, spawned in {:.2?} ({:.0}/s); supervisor RSS \
+             {rss_per_task} B/task; kernel slab {slab_per_task} B/task; kill-all to last Done \
+             {kill_all:.2?}; fds {fds} -> {fds_during}",
+            pool.workers(),
+            spawn_time,
+            N as f64 / spawn_time.as_secs_f64()
+        );
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+#[test]
+fn process_group_containment_runs_tasks_too() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = Pool::builder()
+            .workers(1)
+            .containment(Containment::ProcessGroup)
+            .build()
+            .unwrap();
+        let task = pool.spawn(helper(&["out=7", "exit=9"])).unwrap();
+        let records = collect(&pool, &[task.id()], LIMIT);
+        assert_eq!(records[&task.id()].stdout(), b"abcdefg");
+        assert_eq!(records[&task.id()].outcome().reason, Reason::Exited(9));
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+fn rss_kib() -> u64 {
+    status_field("/proc/self/status", "VmRSS:")
+}
+
+fn slab_kib() -> u64 {
+    status_field("/proc/meminfo", "Slab:")
+}
+
+fn status_field(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
