@@ -1,1 +1,772 @@
-//! PROVISIONAL: the invariant checker lives here.
+//! The invariant checker: watches every input fed to a [`TaskMachine`] and every action
+//! polled from it, keeps its own model of what is in flight, and reports a typed
+//! [`Violation`] on any break of the contract of `shared/DESIGN.md`:
+//!
+//! 1. `Release` exactly once, only when the process is reaped, every stream closed, the tree
+//!    empty or killed, and no op in flight ([`Violation::ReleaseTooEarly`]).
+//! 2. Nothing after `Release` ([`Violation::ActionAfterRelease`]); every later input rejected
+//!    ([`Violation::WrongResult`]). More generally the checker predicts the result of every
+//!    input from its model and flags any difference, and the `rejected()` count.
+//! 3. `Close` at most once per stream, never with its read in flight.
+//! 4. `Exited` only after the reap and after every stream closed (all output precedes it),
+//!    then exactly one `Done` (with the bytes, status, duration and signalling the checker
+//!    saw, and a reason it can justify), immediately followed by `Release`.
+//! 5. and 7. Liveness: no stream is ever left neither reading nor closed, no process neither
+//!    reaped nor waited for; [`Checker::finish`] fails if `Release` never came (the driver in
+//!    [`super::sim`] completes every op and runs the clock, so every sequence must end).
+//! 6. Kill escalation: `Terminate` sends SIGTERM to a tree that may live, `Kill` SIGKILL, and
+//!    SIGKILL follows once `grace` has passed since SIGTERM; no SIGKILL early, no SIGTERM
+//!    after SIGKILL, no signal twice, no signal to a tree known empty, no `SignalMain` after
+//!    the reap.
+//!
+//! Use [`Checked`] to run a machine under a checker.
+
+use std::time::{Duration, Instant};
+
+use super::{
+    Action, AfterExit, ExitStatus, Input, Notice, Op, Outcome, Reason, Rejected, StreamId,
+    TaskConfig, TaskMachine, TreeWatch, SIGKILL, SIGTERM,
+};
+
+/// A break of the machine's contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("action {0:?} after Release")]
+    ActionAfterRelease(Action),
+    #[error("Release emitted twice")]
+    ReleaseTwice,
+    #[error("Release before Done")]
+    ReleaseBeforeDone,
+    #[error("{action:?} while {blocker}")]
+    ReleaseTooEarly {
+        action: Action,
+        blocker: &'static str,
+    },
+    #[error("Release never came")]
+    NotReleased,
+    #[error("Done emitted twice")]
+    DoneTwice,
+    #[error("Done before Exited")]
+    DoneBeforeExited,
+    #[error("{0:?} after Done (only Release may follow)")]
+    DoneNotLast(Action),
+    #[error("Done came without Release in the same batch")]
+    DoneWithoutRelease,
+    #[error("Done outcome wrong ({what}): {outcome:?}")]
+    BadOutcome {
+        what: &'static str,
+        outcome: Outcome,
+    },
+    #[error("Exited emitted twice")]
+    ExitedTwice,
+    #[error("Exited({0:?}) does not match the reap")]
+    ExitedWithoutReap(ExitStatus),
+    #[error("Exited while stream {0:?} is open")]
+    ExitedBeforeEof(StreamId),
+    #[error("{0:?} names a stream not in the config")]
+    UnknownStream(Action),
+    #[error("Close({0:?}) twice")]
+    CloseTwice(StreamId),
+    #[error("Close({0:?}) while its read is in flight")]
+    CloseWhileReading(StreamId),
+    #[error("{0:?} while that op is in flight (or the stream is closed, or after the reap)")]
+    BadSubmit(Action),
+    #[error("Cancel({0:?}) for an op not in flight, or cancelled twice")]
+    BadCancel(Op),
+    #[error("SignalMain({0}) after the reap")]
+    SignalMainAfterReap(i32),
+    #[error("SignalTree({0}) to a tree known empty")]
+    SignalEmptyTree(i32),
+    #[error("SignalTree({0}) twice")]
+    SignalTwice(i32),
+    #[error("SIGTERM after SIGKILL")]
+    EscalatedBackwards,
+    #[error("SignalTree({0}): the machine only sends SIGTERM and SIGKILL to the tree")]
+    UnexpectedSignal(i32),
+    #[error("SIGKILL before grace expired and without a kill request")]
+    EarlyKill,
+    #[error("terminate accepted but no SIGTERM reached a tree that may live")]
+    MissingTerm,
+    #[error("kill requested or grace expired but no SIGKILL reached a tree that may live")]
+    MissingKill,
+    #[error("{input:?}: expected {expected:?}, machine said {got:?}")]
+    WrongResult {
+        input: Input,
+        expected: Result<(), Rejected>,
+        got: Result<(), Rejected>,
+    },
+    #[error("rejected() is {machine}, the checker counted {checker}")]
+    RejectedCount { machine: u64, checker: u64 },
+    #[error("is_released() is {0} after the batch")]
+    ReleasedFlag(bool),
+    #[error(
+        "poll_timeout() is {0:?} (after Release, or a deadline left due after handle_timeout)"
+    )]
+    BadTimeout(Option<Duration>),
+    #[error("stream {0:?} is neither reading nor closed")]
+    StreamStuck(StreamId),
+    #[error("the process is neither reaped nor waited for")]
+    WaitStuck,
+}
+
+#[derive(Debug, Clone)]
+struct StreamModel {
+    id: StreamId,
+    in_flight: bool,
+    cancel_sent: bool,
+    closed: bool,
+    bytes: u64,
+}
+
+/// Watches one machine's inputs and actions; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Checker {
+    mode: TreeWatch,
+    after_exit: AfterExit,
+    timeout: Option<Duration>,
+    grace: Duration,
+    drain: Duration,
+    created: Instant,
+    now: Instant,
+    streams: Vec<StreamModel>,
+    spawn_failed: Option<i32>,
+    wait_in_flight: bool,
+    reaped: Option<ExitStatus>,
+    reaped_at: Option<Instant>,
+    watch_sent: bool,
+    watch_in_flight: bool,
+    watch_cancel_sent: bool,
+    tree_empty: bool,
+    sigterm_at: Option<Instant>,
+    sigkill_sent: bool,
+    exited: bool,
+    done: Option<Outcome>,
+    released: bool,
+    rejected: u64,
+    terminate_requested: bool,
+    timeout_passed: bool,
+    drain_passed: bool,
+    // The current batch (one input and the actions polled after it).
+    batch_input: Option<Input>,
+    batch_accepted: bool,
+    tree_may_live_before: bool,
+}
+
+fn streams_model(config: &TaskConfig, closed: bool) -> Vec<StreamModel> {
+    let mut streams: Vec<StreamModel> = Vec::new();
+    for &id in &config.streams {
+        if !streams.iter().any(|s| s.id == id) {
+            streams.push(StreamModel {
+                id,
+                in_flight: false,
+                cancel_sent: false,
+                closed,
+                bytes: 0,
+            });
+        }
+    }
+    streams
+}
+
+impl Checker {
+    /// A checker for `TaskMachine::new(config, now)`.
+    pub fn new(config: &TaskConfig, now: Instant) -> Self {
+        Checker {
+            mode: config.tree,
+            after_exit: config.after_exit,
+            timeout: config.timeout,
+            grace: config.grace,
+            drain: config.drain,
+            created: now,
+            now,
+            streams: streams_model(config, false),
+            spawn_failed: None,
+            wait_in_flight: false,
+            reaped: None,
+            reaped_at: None,
+            watch_sent: false,
+            watch_in_flight: false,
+            watch_cancel_sent: false,
+            tree_empty: false,
+            sigterm_at: None,
+            sigkill_sent: false,
+            exited: false,
+            done: None,
+            released: false,
+            rejected: 0,
+            terminate_requested: false,
+            timeout_passed: false,
+            drain_passed: false,
+            batch_input: None,
+            batch_accepted: false,
+            tree_may_live_before: true,
+        }
+    }
+
+    /// A checker for `TaskMachine::spawn_failed(config, errno, now)`.
+    pub fn spawn_failed(config: &TaskConfig, errno: i32, now: Instant) -> Self {
+        let mut checker = Checker::new(config, now);
+        checker.streams = streams_model(config, true);
+        checker.spawn_failed = Some(errno);
+        checker.tree_empty = true;
+        checker
+    }
+
+    /// The result the machine must give for `input` in the current state.
+    pub fn expected(&self, input: &Input) -> Result<(), Rejected> {
+        if self.released {
+            return Err(Rejected::AfterRelease);
+        }
+        match *input {
+            Input::ProcessExited(_) if self.reaped.is_some() => Err(Rejected::AlreadyReaped),
+            Input::Data { stream, .. }
+            | Input::Eof(stream)
+            | Input::ReadStopped(stream)
+            | Input::IoError(stream, _)
+            | Input::Cancelled(Op::Read(stream)) => match self.stream(stream) {
+                None => Err(Rejected::UnknownStream(stream)),
+                Some(s) if !s.in_flight => Err(Rejected::NotInFlight(Op::Read(stream))),
+                Some(_) => Ok(()),
+            },
+            Input::Cancelled(Op::Wait) if !self.wait_in_flight => {
+                Err(Rejected::NotInFlight(Op::Wait))
+            }
+            Input::Cancelled(Op::TreeWatch) | Input::TreeEmpty | Input::TreeOccupied
+                if !self.watch_in_flight =>
+            {
+                Err(Rejected::NotInFlight(Op::TreeWatch))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Observes `input`, fed at `now`, and the machine's `result`; starts a batch.
+    pub fn on_input(
+        &mut self,
+        input: Input,
+        now: Instant,
+        result: Result<(), Rejected>,
+    ) -> Result<(), Violation> {
+        self.now = now;
+        self.batch_input = Some(input);
+        self.batch_accepted = result.is_ok();
+        self.tree_may_live_before = self.tree_may_live();
+        let expected = self.expected(&input);
+        if expected != result {
+            return Err(Violation::WrongResult {
+                input,
+                expected,
+                got: result,
+            });
+        }
+        if result.is_err() {
+            self.rejected += 1;
+            return Ok(());
+        }
+        match input {
+            Input::ProcessExited(status) => {
+                self.reaped = Some(status);
+                self.reaped_at = Some(now);
+                self.wait_in_flight = false;
+                if self.mode == TreeWatch::None {
+                    self.tree_empty = true;
+                }
+            }
+            Input::Data { stream, len, more } => {
+                let s = self.stream_mut(stream);
+                s.bytes = s.bytes.saturating_add(u64::from(len));
+                if !more {
+                    s.in_flight = false;
+                }
+            }
+            Input::Eof(stream)
+            | Input::ReadStopped(stream)
+            | Input::IoError(stream, _)
+            | Input::Cancelled(Op::Read(stream)) => self.stream_mut(stream).in_flight = false,
+            Input::Cancelled(Op::Wait) => self.wait_in_flight = false,
+            Input::Cancelled(Op::TreeWatch) => self.watch_in_flight = false,
+            Input::TreeEmpty => {
+                self.watch_in_flight = false;
+                self.tree_empty = true;
+            }
+            Input::TreeOccupied => {
+                if self.mode != TreeWatch::Notifies {
+                    self.watch_in_flight = false;
+                }
+            }
+            Input::Timeout => {
+                if let Some(at) = self.timeout.and_then(|t| self.created.checked_add(t)) {
+                    self.timeout_passed |= at <= now;
+                }
+                if let Some(at) = self.reaped_at.and_then(|r| r.checked_add(self.drain)) {
+                    self.drain_passed |= at <= now;
+                }
+            }
+            Input::Terminate | Input::Kill => self.terminate_requested = true,
+            Input::Signal(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Observes one action polled from the machine.
+    pub fn on_action(&mut self, action: &Action) -> Result<(), Violation> {
+        if self.released {
+            return Err(Violation::ActionAfterRelease(action.clone()));
+        }
+        if self.done.is_some() && *action != Action::Release {
+            return Err(Violation::DoneNotLast(action.clone()));
+        }
+        match *action {
+            Action::SubmitRead(id) => {
+                let reaped = self.reaped.is_some();
+                let _ = reaped;
+                let Some(s) = self.streams.iter_mut().find(|s| s.id == id) else {
+                    return Err(Violation::UnknownStream(action.clone()));
+                };
+                if s.closed || s.in_flight {
+                    return Err(Violation::BadSubmit(action.clone()));
+                }
+                s.in_flight = true;
+                s.cancel_sent = false;
+            }
+            Action::SubmitWait => {
+                if self.reaped.is_some() || self.wait_in_flight {
+                    return Err(Violation::BadSubmit(action.clone()));
+                }
+                self.wait_in_flight = true;
+            }
+            Action::WatchTree => {
+                if self.mode == TreeWatch::None || self.reaped.is_none() || self.watch_sent {
+                    return Err(Violation::BadSubmit(action.clone()));
+                }
+                self.watch_sent = true;
+                self.watch_in_flight = true;
+            }
+            Action::Cancel(op) => {
+                let ok = match op {
+                    Op::Read(id) => match self.streams.iter_mut().find(|s| s.id == id) {
+                        Some(s) if s.in_flight && !s.cancel_sent => {
+                            s.cancel_sent = true;
+                            true
+                        }
+                        _ => false,
+                    },
+                    Op::Wait => false,
+                    Op::TreeWatch => {
+                        let ok = self.watch_in_flight && !self.watch_cancel_sent;
+                        self.watch_cancel_sent = true;
+                        ok
+                    }
+                };
+                if !ok {
+                    return Err(Violation::BadCancel(op));
+                }
+            }
+            Action::Close(id) => {
+                let Some(s) = self.streams.iter_mut().find(|s| s.id == id) else {
+                    return Err(Violation::UnknownStream(action.clone()));
+                };
+                if s.closed {
+                    return Err(Violation::CloseTwice(id));
+                }
+                if s.in_flight {
+                    return Err(Violation::CloseWhileReading(id));
+                }
+                s.closed = true;
+            }
+            Action::SignalMain(sig) => {
+                if self.reaped.is_some() {
+                    return Err(Violation::SignalMainAfterReap(sig));
+                }
+            }
+            Action::SignalTree(sig) => self.on_signal_tree(sig)?,
+            Action::Emit(Notice::Exited(status)) => {
+                if self.exited {
+                    return Err(Violation::ExitedTwice);
+                }
+                if self.reaped != Some(status) || self.spawn_failed.is_some() {
+                    return Err(Violation::ExitedWithoutReap(status));
+                }
+                if let Some(s) = self.streams.iter().find(|s| !s.closed) {
+                    return Err(Violation::ExitedBeforeEof(s.id));
+                }
+                self.exited = true;
+            }
+            Action::Emit(Notice::Done(ref outcome)) => {
+                if self.done.is_some() {
+                    return Err(Violation::DoneTwice);
+                }
+                if !self.exited && self.spawn_failed.is_none() {
+                    return Err(Violation::DoneBeforeExited);
+                }
+                if let Some(blocker) = self.release_blocker() {
+                    return Err(Violation::ReleaseTooEarly {
+                        action: action.clone(),
+                        blocker,
+                    });
+                }
+                self.check_outcome(outcome)?;
+                self.done = Some(outcome.clone());
+            }
+            Action::Release => {
+                if self.done.is_none() {
+                    return Err(Violation::ReleaseBeforeDone);
+                }
+                if let Some(blocker) = self.release_blocker() {
+                    return Err(Violation::ReleaseTooEarly {
+                        action: Action::Release,
+                        blocker,
+                    });
+                }
+                self.released = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_signal_tree(&mut self, sig: i32) -> Result<(), Violation> {
+        if self.tree_empty {
+            return Err(Violation::SignalEmptyTree(sig));
+        }
+        match sig {
+            SIGTERM => {
+                if self.sigkill_sent {
+                    return Err(Violation::EscalatedBackwards);
+                }
+                if self.sigterm_at.is_some() {
+                    return Err(Violation::SignalTwice(sig));
+                }
+                self.sigterm_at = Some(self.now);
+            }
+            SIGKILL => {
+                if self.sigkill_sent {
+                    return Err(Violation::SignalTwice(sig));
+                }
+                let requested = self.batch_accepted && self.batch_input == Some(Input::Kill);
+                if !requested && !self.grace_expired() {
+                    return Err(Violation::EarlyKill);
+                }
+                self.sigkill_sent = true;
+            }
+            other => return Err(Violation::UnexpectedSignal(other)),
+        }
+        Ok(())
+    }
+
+    /// This batch is a timer tick at or after SIGTERM + grace.
+    fn grace_expired(&self) -> bool {
+        self.batch_accepted
+            && self.batch_input == Some(Input::Timeout)
+            && self
+                .sigterm_at
+                .and_then(|t| t.checked_add(self.grace))
+                .is_some_and(|at| at <= self.now)
+    }
+
+    fn tree_may_live(&self) -> bool {
+        !self.tree_empty && !self.sigkill_sent
+    }
+
+    fn tree_signalled(&self) -> bool {
+        self.sigterm_at.is_some() || self.sigkill_sent
+    }
+
+    /// Why the task may not be released yet (contract item 1), if anything.
+    fn release_blocker(&self) -> Option<&'static str> {
+        if self.spawn_failed.is_some() {
+            return None;
+        }
+        if self.reaped.is_none() {
+            return Some("the process is not reaped");
+        }
+        if self.streams.iter().any(|s| !s.closed) {
+            return Some("a stream is open");
+        }
+        if self.wait_in_flight {
+            return Some("the wait is in flight");
+        }
+        if self.watch_in_flight {
+            return Some("the tree watch is in flight");
+        }
+        if !self.tree_empty && !self.sigkill_sent {
+            return Some("the tree is neither empty nor killed");
+        }
+        None
+    }
+
+    fn check_outcome(&self, o: &Outcome) -> Result<(), Violation> {
+        let bad = |what| {
+            Err(Violation::BadOutcome {
+                what,
+                outcome: o.clone(),
+            })
+        };
+        let status = self.reaped.unwrap_or(ExitStatus::Unknown);
+        if self.spawn_failed.is_none() && o.status != status {
+            return bad("status");
+        }
+        let bytes: Vec<(StreamId, u64)> = self.streams.iter().map(|s| (s.id, s.bytes)).collect();
+        if o.stream_bytes != bytes {
+            return bad("stream_bytes");
+        }
+        if o.tree_signalled != self.tree_signalled() {
+            return bad("tree_signalled");
+        }
+        if o.duration != self.now.saturating_duration_since(self.created) {
+            return bad("duration");
+        }
+        if o.descendants_killed != 0 {
+            return bad("descendants_killed");
+        }
+        let justified = match o.reason {
+            Reason::SpawnFailed(errno) => self.spawn_failed == Some(errno),
+            _ if self.spawn_failed.is_some() => false,
+            Reason::TimedOut => self.timeout_passed,
+            Reason::Terminated => self.terminate_requested,
+            Reason::DrainExpired => {
+                self.reaped.is_some()
+                    && (self.after_exit == AfterExit::DrainUntilEof || self.drain_passed)
+            }
+            Reason::Exited(code) => status == ExitStatus::Code(code) && !self.tree_signalled(),
+            Reason::Signaled(sig) => status == ExitStatus::Signal(sig) && !self.tree_signalled(),
+            Reason::StatusUnknown => status == ExitStatus::Unknown && !self.tree_signalled(),
+        };
+        if !justified {
+            return bad("reason");
+        }
+        Ok(())
+    }
+
+    /// Ends a batch: the machine has no more actions; checks the batch as a whole.
+    pub fn end_batch(&mut self, machine: &TaskMachine) -> Result<(), Violation> {
+        let input = self.batch_input.take();
+        let accepted = std::mem::replace(&mut self.batch_accepted, false);
+        if machine.is_released() != self.released {
+            return Err(Violation::ReleasedFlag(machine.is_released()));
+        }
+        if machine.rejected() != self.rejected {
+            return Err(Violation::RejectedCount {
+                machine: machine.rejected(),
+                checker: self.rejected,
+            });
+        }
+        if self.done.is_some() && !self.released {
+            return Err(Violation::DoneWithoutRelease);
+        }
+        let timeout = machine.poll_timeout();
+        let ticked = accepted && input == Some(Input::Timeout);
+        if (self.released && timeout.is_some())
+            || (ticked && timeout.is_some_and(|t| t <= self.now))
+        {
+            return Err(Violation::BadTimeout(
+                timeout.map(|t| t.saturating_duration_since(self.created)),
+            ));
+        }
+        if self.released {
+            return Ok(());
+        }
+        if let Some(s) = self.streams.iter().find(|s| !s.in_flight && !s.closed) {
+            return Err(Violation::StreamStuck(s.id));
+        }
+        if self.reaped.is_none() && !self.wait_in_flight {
+            return Err(Violation::WaitStuck);
+        }
+        if accepted && self.tree_may_live_before {
+            if input == Some(Input::Kill) && !self.sigkill_sent {
+                return Err(Violation::MissingKill);
+            }
+            if input == Some(Input::Terminate) && !self.tree_signalled() {
+                return Err(Violation::MissingTerm);
+            }
+        }
+        if ticked && self.tree_may_live() {
+            let grace_over = self
+                .sigterm_at
+                .and_then(|t| t.checked_add(self.grace))
+                .is_some_and(|at| at <= self.now);
+            if grace_over {
+                return Err(Violation::MissingKill);
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of a run whose driver completed every op: `Release` must have come.
+    pub fn finish(&self) -> Result<(), Violation> {
+        if self.released {
+            Ok(())
+        } else {
+            Err(Violation::NotReleased)
+        }
+    }
+
+    fn stream(&self, id: StreamId) -> Option<&StreamModel> {
+        self.streams.iter().find(|s| s.id == id)
+    }
+
+    fn stream_mut(&mut self, id: StreamId) -> &mut StreamModel {
+        // Only called for an input `expected` accepted, so the stream exists.
+        let i = self.streams.iter().position(|s| s.id == id).unwrap_or(0);
+        &mut self.streams[i]
+    }
+
+    // ----- the model, for drivers (see `super::sim`) -----
+
+    /// The streams, in config order (duplicates dropped).
+    pub fn stream_ids(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.streams.iter().map(|s| s.id)
+    }
+    /// The read on `id` is in flight.
+    pub fn read_in_flight(&self, id: StreamId) -> bool {
+        self.stream(id).is_some_and(|s| s.in_flight)
+    }
+    /// `Cancel(Op::Read(id))` was sent for the read in flight.
+    pub fn read_cancel_sent(&self, id: StreamId) -> bool {
+        self.stream(id)
+            .is_some_and(|s| s.in_flight && s.cancel_sent)
+    }
+    pub fn reaped(&self) -> Option<ExitStatus> {
+        self.reaped
+    }
+    pub fn wait_in_flight(&self) -> bool {
+        self.wait_in_flight
+    }
+    pub fn watch_in_flight(&self) -> bool {
+        self.watch_in_flight
+    }
+    pub fn watch_cancel_sent(&self) -> bool {
+        self.watch_in_flight && self.watch_cancel_sent
+    }
+    pub fn sigkill_sent(&self) -> bool {
+        self.sigkill_sent
+    }
+    pub fn released(&self) -> bool {
+        self.released
+    }
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.done.as_ref()
+    }
+}
+
+/// A machine run under a [`Checker`]: every input and action goes through both.
+#[derive(Debug)]
+pub struct Checked {
+    machine: TaskMachine,
+    checker: Checker,
+    /// The inputs so far with their time since creation, for failure messages.
+    history: Vec<(Duration, Input)>,
+    created: Instant,
+}
+
+impl Checked {
+    /// `TaskMachine::new` under a checker; returns the initial actions. Panics on a violation.
+    pub fn new(config: TaskConfig, now: Instant) -> (Self, Vec<Action>) {
+        let checker = Checker::new(&config, now);
+        let machine = TaskMachine::new(config, now);
+        Self::start(machine, checker, now)
+    }
+
+    /// `TaskMachine::spawn_failed` under a checker. Panics on a violation.
+    pub fn spawn_failed(config: TaskConfig, errno: i32, now: Instant) -> (Self, Vec<Action>) {
+        let checker = Checker::spawn_failed(&config, errno, now);
+        let machine = TaskMachine::spawn_failed(config, errno, now);
+        Self::start(machine, checker, now)
+    }
+
+    /// Like [`Checked::new`], returning the violation instead of panicking.
+    pub fn try_new(config: TaskConfig, now: Instant) -> Result<(Self, Vec<Action>), Violation> {
+        let checker = Checker::new(&config, now);
+        let machine = TaskMachine::new(config, now);
+        Self::try_start(machine, checker, now)
+    }
+
+    /// Like [`Checked::spawn_failed`], returning the violation instead of panicking.
+    pub fn try_spawn_failed(
+        config: TaskConfig,
+        errno: i32,
+        now: Instant,
+    ) -> Result<(Self, Vec<Action>), Violation> {
+        let checker = Checker::spawn_failed(&config, errno, now);
+        let machine = TaskMachine::spawn_failed(config, errno, now);
+        Self::try_start(machine, checker, now)
+    }
+
+    fn start(machine: TaskMachine, checker: Checker, now: Instant) -> (Self, Vec<Action>) {
+        match Self::try_start(machine, checker, now) {
+            Ok(started) => started,
+            Err(v) => panic!("task machine contract violated at creation: {v}"),
+        }
+    }
+
+    fn try_start(
+        machine: TaskMachine,
+        checker: Checker,
+        now: Instant,
+    ) -> Result<(Self, Vec<Action>), Violation> {
+        let mut checked = Checked {
+            machine,
+            checker,
+            history: Vec::new(),
+            created: now,
+        };
+        let actions = checked.drain()?;
+        Ok((checked, actions))
+    }
+
+    /// Feeds `input` at `now`, drains the actions; returns the machine's result and actions.
+    /// Panics with the input history on a violation.
+    pub fn feed(&mut self, input: Input, now: Instant) -> (Result<(), Rejected>, Vec<Action>) {
+        match self.try_feed(input, now) {
+            Ok(r) => r,
+            Err(v) => panic!(
+                "task machine contract violated: {v}\n  after inputs (time since creation, input):\n{}",
+                self.history_text()
+            ),
+        }
+    }
+
+    /// Like [`Checked::feed`], returning the violation instead of panicking.
+    pub fn try_feed(
+        &mut self,
+        input: Input,
+        now: Instant,
+    ) -> Result<(Result<(), Rejected>, Vec<Action>), Violation> {
+        self.history
+            .push((now.saturating_duration_since(self.created), input));
+        let result = self.machine.handle(input, now);
+        self.checker.on_input(input, now, result)?;
+        let actions = self.drain()?;
+        Ok((result, actions))
+    }
+
+    fn drain(&mut self) -> Result<Vec<Action>, Violation> {
+        let mut actions = Vec::new();
+        while let Some(action) = self.machine.poll_action() {
+            self.checker.on_action(&action)?;
+            actions.push(action);
+        }
+        self.checker.end_batch(&self.machine)?;
+        Ok(actions)
+    }
+
+    /// `Release` must have come (call once every op was completed).
+    pub fn finish(&self) -> Result<(), Violation> {
+        self.checker.finish()
+    }
+
+    pub fn machine(&self) -> &TaskMachine {
+        &self.machine
+    }
+
+    pub fn checker(&self) -> &Checker {
+        &self.checker
+    }
+
+    /// The inputs fed so far, one a line, for failure messages.
+    pub fn history_text(&self) -> String {
+        self.history
+            .iter()
+            .map(|(t, i)| format!("    {t:?}  {i:?}\n"))
+            .collect()
+    }
+}

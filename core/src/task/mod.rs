@@ -2,17 +2,94 @@
 //! driver must do next and when the task's resources may be released.
 //!
 //! Sans-IO, shaped like quinn-proto's `Connection`: the driver feeds completions and user
-//! requests in through `handle_*` methods (time passed in as `now`), and drains what to do
-//! through [`TaskMachine::poll_action`] and [`TaskMachine::poll_timeout`]. No syscalls, no
-//! fds, no clock reads, no `unsafe`: cargo-fuzz drives it directly (see `fuzz/`).
+//! requests in through `handle_*` methods (or [`TaskMachine::handle`] with an [`Input`]), time
+//! passed in as `now`, and drains what to do through [`TaskMachine::poll_action`] and
+//! [`TaskMachine::poll_timeout`]. No syscalls, no fds, no clock reads, no `unsafe`, no panics
+//! on any input: cargo-fuzz drives it directly (see `fuzz/`), and [`invariants::Checker`]
+//! checks the contract of `shared/DESIGN.md` on every input and action.
 //!
-//! Contract (`shared/DESIGN.md`): see [`invariants`], which checks it.
+//! # Parts
+//!
+//! One state enum per part, each changed in one `set_state` that traces `old ⇒ new`:
+//! - **process** (`process.rs`): `Running` → `Stopping { level: Term | Kill }` (the tree was
+//!   signalled while it runs) → `Reaped(status)`. The `Wait` op is in flight until the reap;
+//!   a second [`TaskMachine::handle_process_exited`] is [`Rejected::AlreadyReaped`].
+//! - **streams** (`stream.rs`), one per entry of [`TaskConfig::streams`] (duplicates ignored):
+//!   `Reading` (a read op in flight) → `Cancelling` (`Cancel(Op::Read)` sent, the op still in
+//!   flight) → `Closed`; or `Reading` → `Closed` on EOF, I/O error or cancellation. `Close(s)`
+//!   is emitted exactly once, when the read op has ended for good.
+//! - **tree** (`tree.rs`): `Unwatched` → `Watching` (`WatchTree` emitted, [`Op::TreeWatch`] in
+//!   flight) → (`CancellingWatch`) → `Occupied` | `Empty`; plus the strongest signal sent to
+//!   it and whether it counts as killed.
+//! - **timers** (`timers.rs`): task timeout, grace, drain, and the wait for emptiness after a
+//!   SIGKILL (`TreeWatch::Notifies`). The driver never arms timers: it reads
+//!   [`TaskMachine::poll_timeout`] after each batch and calls
+//!   [`TaskMachine::handle_timeout`] once that instant has passed; that fires every deadline
+//!   `<= now` in deadline order (a call with nothing due is a no-op).
+//!
+//! # Semantics
+//!
+//! - [`TaskMachine::new`] queues `SubmitWait` and one `SubmitRead(s)` per stream and arms the
+//!   timeout at `now + timeout`. [`TaskMachine::spawn_failed`] yields
+//!   `Emit(Done { reason: SpawnFailed(errno), status: Unknown, .. })` then `Release`, with
+//!   nothing in flight and no `Exited`.
+//! - Streams: the driver emits the bytes to the user itself and calls `handle_data(s, len,
+//!   more)` for accounting ([`Outcome::stream_bytes`]). `more == false` (the read op ended
+//!   after the data) and `handle_read_stopped` (it ended without data: `-ENOBUFS`, multishot
+//!   stopped) re-submit `SubmitRead(s)`, or close the stream when it is being cancelled.
+//!   `handle_eof`, `handle_io_error` and `handle_cancelled(Op::Read(s))` end the stream:
+//!   `Close(s)`. A completion for a stream whose read is not in flight is
+//!   [`Rejected::NotInFlight`]; for a stream not in the config, [`Rejected::UnknownStream`].
+//! - `Emit(Exited(status))` comes once the process is reaped **and** every stream is closed,
+//!   so all output precedes it ("exit before EOF waits for EOF"). `Emit(Done)` follows once
+//!   the tree is also done (empty or killed) and no op is in flight, then `Release`, and
+//!   nothing after. After `Release` every input is [`Rejected::AfterRelease`].
+//! - Tree: with [`TreeWatch::None`] the tree counts as empty once the process is reaped.
+//!   Otherwise the reap emits `WatchTree` once (unless the tree already counts as killed).
+//!   `ProbeOnce`: the driver answers `handle_tree_empty` or `handle_tree_occupied`; the watch
+//!   is then over. `Notifies`: the watch stays in flight until `handle_tree_empty`, or until
+//!   the machine's `Cancel(Op::TreeWatch)` completes (`handle_cancelled`, or a racing
+//!   `handle_tree_empty`); `handle_tree_occupied` is then informational. A cancellation the
+//!   machine did not ask for ends the watch with the tree "occupied".
+//! - After the exit, while a stream is open or the tree is not done: with
+//!   [`AfterExit::KillTree`] the drain timer runs (`reap time + drain`) and, when it fires,
+//!   the tree is terminated (reason `DrainExpired`). With [`AfterExit::DrainUntilEof`] there
+//!   is no drain timer: only the task timeout bounds the wait for EOF; once every stream is
+//!   closed, a tree the probe found occupied (nothing will ever say when it empties) is
+//!   terminated with reason `DrainExpired` ("the drain lasted until EOF").
+//! - Termination (`handle_terminate`, timeout, drain): `SignalTree(SIGTERM)` (the tree holds
+//!   the main process too) and the grace timer; when grace fires, `SignalTree(SIGKILL)`.
+//!   `handle_kill`: `SignalTree(SIGKILL)` at once. After SIGKILL, with `Notifies` the machine
+//!   waits for `handle_tree_empty` at most one more `grace` (then cancels the watch and
+//!   counts the tree as killed); with `ProbeOnce`/`None` the tree counts as killed at once.
+//!   Once the task is ending, the process reaped and the tree empty or killed, every stream
+//!   still reading gets `Cancel(Op::Read(s))` and the machine awaits each cancellation
+//!   (contract item 5). No signal ever goes to a tree known empty, no `SignalMain` after the
+//!   reap, no SIGTERM after SIGKILL, no signal twice.
+//! - `handle_signal(sig)`: `SignalMain(sig)` while the process runs, a no-op after the reap.
+//!   `handle_terminate`/`handle_kill` once everything is finished (reaped, streams closed,
+//!   tree empty or killed): no-ops. When the tree is done but streams are open they send no
+//!   signal and cancel the reads.
+//! - Reason precedence: `SpawnFailed` > `TimedOut` > `Terminated` (user terminate/kill) >
+//!   `DrainExpired` > the natural reason from the status (`Exited(code)`, `Signaled(sig)`,
+//!   `StatusUnknown`). `tree_signalled` is true when any `SignalTree` was emitted;
+//!   `duration` is the `now` of the call that emitted `Done` minus the creation `now`.
+//! - Deadlines past what `Instant` can hold never fire.
 
-// API CONTRACT (filled in by the state-machine work; the worker codes against these names).
-
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub mod invariants;
+mod machine;
+mod process;
+#[doc(hidden)]
+pub mod sim;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod timers;
+mod tree;
+
+pub use machine::TaskMachine;
 
 /// Signal numbers the machine itself decides to send.
 pub const SIGTERM: i32 = 15;
@@ -161,5 +238,38 @@ pub enum Rejected {
     AlreadyReaped,
 }
 
-mod machine;
-pub use machine::TaskMachine;
+/// One input to the machine: a completion, a timer tick or a user request, as fed by
+/// [`TaskMachine::handle`] (the fuzz target and the replay tests use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Input {
+    /// [`TaskMachine::handle_process_exited`].
+    ProcessExited(ExitStatus),
+    /// [`TaskMachine::handle_data`] (`len` is a `u32` so that fuzz inputs do not depend on
+    /// the platform's `usize`).
+    Data {
+        stream: StreamId,
+        len: u32,
+        more: bool,
+    },
+    /// [`TaskMachine::handle_eof`].
+    Eof(StreamId),
+    /// [`TaskMachine::handle_read_stopped`].
+    ReadStopped(StreamId),
+    /// [`TaskMachine::handle_io_error`].
+    IoError(StreamId, i32),
+    /// [`TaskMachine::handle_cancelled`].
+    Cancelled(Op),
+    /// [`TaskMachine::handle_tree_empty`].
+    TreeEmpty,
+    /// [`TaskMachine::handle_tree_occupied`].
+    TreeOccupied,
+    /// [`TaskMachine::handle_timeout`].
+    Timeout,
+    /// [`TaskMachine::handle_signal`].
+    Signal(i32),
+    /// [`TaskMachine::handle_terminate`].
+    Terminate,
+    /// [`TaskMachine::handle_kill`].
+    Kill,
+}

@@ -1,0 +1,648 @@
+//! Unit tests of the task machine, each run under the invariant checker.
+
+use std::time::{Duration, Instant};
+
+use super::invariants::Checked;
+use super::*;
+
+const S0: StreamId = StreamId::STDOUT;
+const S1: StreamId = StreamId::STDERR;
+
+fn config(tree: TreeWatch, after_exit: AfterExit) -> TaskConfig {
+    TaskConfig {
+        streams: vec![S0, S1],
+        timeout: None,
+        grace: Duration::from_secs(5),
+        drain: Duration::from_secs(1),
+        tree,
+        after_exit,
+    }
+}
+
+fn basic() -> TaskConfig {
+    config(TreeWatch::None, AfterExit::KillTree)
+}
+
+/// A machine under the checker, with a clock the test moves.
+struct T {
+    c: Checked,
+    t0: Instant,
+    now: Instant,
+}
+
+impl T {
+    fn new(config: TaskConfig) -> (T, Vec<Action>) {
+        let t0 = Instant::now();
+        let (c, actions) = Checked::new(config, t0);
+        (T { c, t0, now: t0 }, actions)
+    }
+
+    fn at(&mut self, secs: f64) -> &mut Self {
+        self.now = self.t0 + Duration::from_secs_f64(secs);
+        self
+    }
+
+    /// Feeds `input` at the current time; returns the result and the actions it caused.
+    fn try_feed(&mut self, input: Input) -> (Result<(), Rejected>, Vec<Action>) {
+        self.c.feed(input, self.now)
+    }
+
+    /// Feeds an input that must be accepted.
+    fn feed(&mut self, input: Input) -> Vec<Action> {
+        let (r, actions) = self.try_feed(input);
+        assert_eq!(r, Ok(()), "{input:?} rejected");
+        actions
+    }
+
+    /// Advances to `secs` and fires the due deadlines.
+    fn tick(&mut self, secs: f64) -> Vec<Action> {
+        self.at(secs);
+        self.feed(Input::Timeout)
+    }
+
+    fn m(&self) -> &TaskMachine {
+        self.c.machine()
+    }
+
+    fn outcome(actions: &[Action]) -> Outcome {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Emit(Notice::Done(o)) => Some(o.clone()),
+                _ => None,
+            })
+            .expect("no Done")
+    }
+}
+
+fn data(stream: StreamId, len: u32, more: bool) -> Input {
+    Input::Data { stream, len, more }
+}
+
+fn exited(code: i32) -> Action {
+    Action::Emit(Notice::Exited(ExitStatus::Code(code)))
+}
+
+#[test]
+fn new_submits_wait_and_reads_and_arms_timeout() {
+    let mut cfg = basic();
+    cfg.timeout = Some(Duration::from_secs(10));
+    let (t, actions) = T::new(cfg);
+    assert_eq!(
+        actions,
+        vec![
+            Action::SubmitWait,
+            Action::SubmitRead(S0),
+            Action::SubmitRead(S1)
+        ]
+    );
+    assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(10)));
+}
+
+#[test]
+fn output_before_exit_is_delivered_before_exited() {
+    let (mut t, _) = T::new(basic());
+    assert!(t.feed(data(S0, 10, true)).is_empty());
+    assert!(t.feed(data(S1, 3, true)).is_empty());
+    assert_eq!(t.feed(Input::Eof(S0)), vec![Action::Close(S0)]);
+    assert_eq!(t.feed(Input::Eof(S1)), vec![Action::Close(S1)]);
+    t.at(2.0);
+    let a = t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(a[0], exited(0));
+    let o = T::outcome(&a);
+    assert_eq!(a.last(), Some(&Action::Release));
+    assert_eq!(o.reason, Reason::Exited(0));
+    assert_eq!(o.stream_bytes, vec![(S0, 10), (S1, 3)]);
+    assert_eq!(o.duration, Duration::from_secs(2));
+    assert!(!o.tree_signalled);
+    assert!(t.m().is_released());
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn exit_before_eof_waits_for_eof() {
+    let (mut t, _) = T::new(basic());
+    t.feed(data(S0, 5, true));
+    assert!(t.feed(Input::ProcessExited(ExitStatus::Code(3))).is_empty());
+    // Output after the exit is still accounted; Exited waits for every EOF.
+    t.feed(data(S0, 7, false));
+    assert_eq!(t.feed(Input::Eof(S0)), vec![Action::Close(S0)]);
+    t.feed(data(S1, 1, true));
+    let a = t.feed(Input::Eof(S1));
+    assert_eq!(a[..2], [Action::Close(S1), exited(3)]);
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::Exited(3));
+    assert_eq!(o.stream_bytes, vec![(S0, 12), (S1, 1)]);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn data_without_more_resubmits_and_read_stopped_resubmits() {
+    let (mut t, _) = T::new(basic());
+    assert_eq!(t.feed(data(S0, 4, false)), vec![Action::SubmitRead(S0)]);
+    assert_eq!(t.feed(Input::ReadStopped(S1)), vec![Action::SubmitRead(S1)]);
+}
+
+#[test]
+fn descendant_holds_pipe_drain_kills_tree_cancels_reads_and_releases() {
+    // Contract item 5, cgroup mode.
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::Eof(S1));
+    t.at(1.0);
+    assert_eq!(
+        t.feed(Input::ProcessExited(ExitStatus::Code(0))),
+        vec![Action::WatchTree]
+    );
+    assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(2)));
+    // Drain expires: SIGTERM to the tree, grace armed.
+    assert_eq!(t.tick(2.0), vec![Action::SignalTree(SIGTERM)]);
+    assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(7)));
+    // The descendant ignores SIGTERM: SIGKILL after grace.
+    assert_eq!(t.tick(7.0), vec![Action::SignalTree(SIGKILL)]);
+    // The tree empties: the reads still in flight are cancelled and awaited.
+    assert_eq!(t.feed(Input::TreeEmpty), vec![Action::Cancel(Op::Read(S0))]);
+    let a = t.feed(Input::Cancelled(Op::Read(S0)));
+    assert_eq!(a[..2], [Action::Close(S0), exited(0)]);
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::DrainExpired);
+    assert!(o.tree_signalled);
+    assert_eq!(a.last(), Some(&Action::Release));
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn descendant_holds_pipe_process_group_mode() {
+    // Contract item 5, process-group mode: the probe finds the tree occupied.
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::KillTree));
+    t.feed(Input::Eof(S1));
+    assert_eq!(
+        t.feed(Input::ProcessExited(ExitStatus::Code(1))),
+        vec![Action::WatchTree]
+    );
+    assert!(t.feed(Input::TreeOccupied).is_empty());
+    assert_eq!(t.tick(1.0), vec![Action::SignalTree(SIGTERM)]);
+    // SIGKILL: the tree counts as killed, the read is cancelled at once.
+    assert_eq!(
+        t.tick(6.0),
+        vec![Action::SignalTree(SIGKILL), Action::Cancel(Op::Read(S0))]
+    );
+    // The read delivers a last chunk while being cancelled, then ends.
+    assert!(t.feed(data(S0, 9, true)).is_empty());
+    let a = t.feed(data(S0, 1, false));
+    assert_eq!(a[..2], [Action::Close(S0), exited(1)]);
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::DrainExpired);
+    assert_eq!(o.stream_bytes, vec![(S0, 10), (S1, 0)]);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn notifies_tree_that_never_empties_is_given_up_after_grace() {
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    assert_eq!(
+        t.feed(Input::ProcessExited(ExitStatus::Code(0))),
+        vec![Action::WatchTree, exited(0)]
+    );
+    assert_eq!(t.tick(1.0), vec![Action::SignalTree(SIGTERM)]);
+    assert_eq!(t.tick(6.0), vec![Action::SignalTree(SIGKILL)]);
+    assert_eq!(t.tick(11.0), vec![Action::Cancel(Op::TreeWatch)]);
+    assert_eq!(t.m().poll_timeout(), None);
+    let a = t.feed(Input::Cancelled(Op::TreeWatch));
+    assert_eq!(T::outcome(&a).reason, Reason::DrainExpired);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn racing_tree_empty_ends_a_cancelled_watch() {
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    t.tick(1.0);
+    t.tick(6.0);
+    assert_eq!(t.tick(11.0), vec![Action::Cancel(Op::TreeWatch)]);
+    let a = t.feed(Input::TreeEmpty);
+    assert_eq!(a.last(), Some(&Action::Release));
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn terminate_sends_sigterm_to_tree_then_sigkill_after_grace() {
+    let (mut t, _) = T::new(basic());
+    t.at(1.0);
+    assert_eq!(t.feed(Input::Terminate), vec![Action::SignalTree(SIGTERM)]);
+    assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(6)));
+    // Early tick: nothing due, nothing happens.
+    assert!(t.tick(5.9).is_empty());
+    // A second terminate does not repeat the signal.
+    assert!(t.feed(Input::Terminate).is_empty());
+    assert_eq!(t.tick(6.0), vec![Action::SignalTree(SIGKILL)]);
+    assert_eq!(t.m().poll_timeout(), None);
+    // Tree counts as killed (no tree tracking): the reap cancels the open reads.
+    let a = t.feed(Input::ProcessExited(ExitStatus::Signal(SIGKILL)));
+    assert_eq!(
+        a,
+        vec![Action::Cancel(Op::Read(S0)), Action::Cancel(Op::Read(S1))]
+    );
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    let a = t.feed(Input::Eof(S1));
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::Terminated);
+    assert_eq!(o.status, ExitStatus::Signal(SIGKILL));
+    assert!(o.tree_signalled);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn terminate_then_exit_within_grace_sends_no_sigkill() {
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    assert_eq!(t.feed(Input::Terminate), vec![Action::SignalTree(SIGTERM)]);
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.at(1.0);
+    let a = t.feed(Input::ProcessExited(ExitStatus::Signal(SIGTERM)));
+    assert_eq!(a, vec![Action::WatchTree, exited_sig(SIGTERM)]);
+    let a = t.feed(Input::TreeEmpty);
+    assert_eq!(T::outcome(&a).reason, Reason::Terminated);
+    assert!(!a.contains(&Action::SignalTree(SIGKILL)));
+    t.c.finish().unwrap();
+}
+
+fn exited_sig(sig: i32) -> Action {
+    Action::Emit(Notice::Exited(ExitStatus::Signal(sig)))
+}
+
+#[test]
+fn kill_sends_sigkill_at_once() {
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::KillTree));
+    assert_eq!(t.feed(Input::Kill), vec![Action::SignalTree(SIGKILL)]);
+    // No SIGTERM after SIGKILL, ever.
+    assert!(t.feed(Input::Terminate).is_empty());
+    assert_eq!(t.m().poll_timeout(), None);
+    // The tree counts as killed: no probe after the reap; reads cancelled.
+    let a = t.feed(Input::ProcessExited(ExitStatus::Signal(SIGKILL)));
+    assert_eq!(
+        a,
+        vec![Action::Cancel(Op::Read(S0)), Action::Cancel(Op::Read(S1))]
+    );
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    let a = t.feed(Input::Cancelled(Op::Read(S1)));
+    assert_eq!(T::outcome(&a).reason, Reason::Terminated);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn kill_after_reap_sends_no_signal() {
+    let (mut t, _) = T::new(config(TreeWatch::None, AfterExit::DrainUntilEof));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert!(t.feed(Input::Signal(SIGTERM)).is_empty());
+    // The tree counts as empty after the reap: no signal; the open reads are cancelled.
+    let a = t.feed(Input::Kill);
+    assert!(!a
+        .iter()
+        .any(|a| matches!(a, Action::SignalMain(_) | Action::SignalTree(_))));
+    assert_eq!(
+        a,
+        vec![Action::Cancel(Op::Read(S0)), Action::Cancel(Op::Read(S1))]
+    );
+}
+
+#[test]
+fn kill_when_everything_is_finished_is_a_no_op() {
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::DrainUntilEof));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.tick(0.0);
+    // Notifies, tree not yet known empty: it may hold a descendant, so the kill reaches it.
+    assert_eq!(t.feed(Input::Kill), vec![Action::SignalTree(SIGKILL)]);
+    assert!(t.m().poll_timeout().is_some());
+    let a = t.feed(Input::TreeEmpty);
+    assert_eq!(T::outcome(&a).reason, Reason::Terminated);
+
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::DrainUntilEof));
+    t.feed(Input::Kill);
+    t.feed(Input::ProcessExited(ExitStatus::Signal(SIGKILL)));
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    // Reaped, tree killed, one cancellation still awaited: nothing left to stop.
+    assert!(t.feed(Input::Kill).is_empty());
+    assert!(t.feed(Input::Terminate).is_empty());
+    assert!(t.feed(Input::Signal(1)).is_empty());
+    let a = t.feed(Input::Cancelled(Op::Read(S1)));
+    assert_eq!(a.last(), Some(&Action::Release));
+}
+
+#[test]
+fn requests_and_events_after_done_are_rejected_and_counted() {
+    let (mut t, _) = T::new(basic());
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert!(t.m().is_released());
+    for input in [
+        Input::Terminate,
+        Input::Kill,
+        Input::Signal(SIGTERM),
+        Input::Timeout,
+        Input::ProcessExited(ExitStatus::Code(0)),
+        Input::Eof(S0),
+        data(S1, 1, true),
+        Input::TreeEmpty,
+        Input::Cancelled(Op::Wait),
+    ] {
+        let (r, a) = t.try_feed(input);
+        assert_eq!(r, Err(Rejected::AfterRelease));
+        assert!(a.is_empty());
+    }
+    assert_eq!(t.m().rejected(), 9);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn stale_and_duplicate_events_are_rejected_and_counted() {
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::KillTree));
+    let reject = |t: &mut T, input, want| {
+        let (r, a) = t.try_feed(input);
+        assert_eq!(r, Err(want), "{input:?}");
+        assert!(a.is_empty());
+    };
+    reject(
+        &mut t,
+        Input::Eof(StreamId(7)),
+        Rejected::UnknownStream(StreamId(7)),
+    );
+    reject(
+        &mut t,
+        Input::TreeEmpty,
+        Rejected::NotInFlight(Op::TreeWatch),
+    );
+    reject(
+        &mut t,
+        Input::TreeOccupied,
+        Rejected::NotInFlight(Op::TreeWatch),
+    );
+    reject(
+        &mut t,
+        Input::Cancelled(Op::TreeWatch),
+        Rejected::NotInFlight(Op::TreeWatch),
+    );
+    t.feed(Input::Eof(S0));
+    reject(&mut t, Input::Eof(S0), Rejected::NotInFlight(Op::Read(S0)));
+    reject(
+        &mut t,
+        data(S0, 1, true),
+        Rejected::NotInFlight(Op::Read(S0)),
+    );
+    reject(
+        &mut t,
+        Input::ReadStopped(S0),
+        Rejected::NotInFlight(Op::Read(S0)),
+    );
+    reject(
+        &mut t,
+        Input::IoError(S0, 5),
+        Rejected::NotInFlight(Op::Read(S0)),
+    );
+    reject(
+        &mut t,
+        Input::Cancelled(Op::Read(S0)),
+        Rejected::NotInFlight(Op::Read(S0)),
+    );
+    t.feed(Input::ProcessExited(ExitStatus::Unknown));
+    reject(
+        &mut t,
+        Input::ProcessExited(ExitStatus::Code(0)),
+        Rejected::AlreadyReaped,
+    );
+    reject(
+        &mut t,
+        Input::Cancelled(Op::Wait),
+        Rejected::NotInFlight(Op::Wait),
+    );
+    assert_eq!(t.m().rejected(), 11);
+    t.feed(Input::TreeEmpty);
+    reject(
+        &mut t,
+        Input::TreeEmpty,
+        Rejected::NotInFlight(Op::TreeWatch),
+    );
+    let a = t.feed(Input::IoError(S1, 5));
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::StatusUnknown);
+    assert_eq!(o.status, ExitStatus::Unknown);
+    assert_eq!(t.m().rejected(), 12);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn unknown_status_still_reaches_done() {
+    let (mut t, _) = T::new(basic());
+    t.feed(Input::ProcessExited(ExitStatus::Unknown));
+    t.feed(Input::Eof(S0));
+    let a = t.feed(Input::Eof(S1));
+    assert_eq!(a[1], Action::Emit(Notice::Exited(ExitStatus::Unknown)));
+    assert_eq!(T::outcome(&a).reason, Reason::StatusUnknown);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn natural_signal_reason() {
+    let (mut t, _) = T::new(basic());
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    let a = t.feed(Input::ProcessExited(ExitStatus::Signal(11)));
+    assert_eq!(T::outcome(&a).reason, Reason::Signaled(11));
+}
+
+#[test]
+fn signal_goes_to_main_until_reaped() {
+    let (mut t, _) = T::new(basic());
+    assert_eq!(t.feed(Input::Signal(10)), vec![Action::SignalMain(10)]);
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert!(t.feed(Input::Signal(10)).is_empty());
+}
+
+#[test]
+fn spawn_failed_yields_done_then_release() {
+    let t0 = Instant::now();
+    let (mut c, a) = Checked::spawn_failed(basic(), 2, t0);
+    assert_eq!(a.len(), 2);
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::SpawnFailed(2));
+    assert_eq!(o.status, ExitStatus::Unknown);
+    assert_eq!(o.stream_bytes, vec![(S0, 0), (S1, 0)]);
+    assert_eq!(a[1], Action::Release);
+    assert!(c.machine().is_released());
+    assert_eq!(c.machine().poll_timeout(), None);
+    let (r, _) = c.feed(Input::Kill, t0);
+    assert_eq!(r, Err(Rejected::AfterRelease));
+    c.finish().unwrap();
+}
+
+#[test]
+fn timeout_beats_terminate_beats_drain() {
+    // Timeout, then a user terminate: TimedOut.
+    let mut cfg = basic();
+    cfg.timeout = Some(Duration::from_secs(10));
+    let (mut t, _) = T::new(cfg.clone());
+    assert_eq!(t.tick(10.0), vec![Action::SignalTree(SIGTERM)]);
+    t.feed(Input::Kill);
+    t.feed(Input::ProcessExited(ExitStatus::Signal(SIGKILL)));
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    let a = t.feed(Input::Cancelled(Op::Read(S1)));
+    assert_eq!(T::outcome(&a).reason, Reason::TimedOut);
+
+    // Drain expiry, then a user terminate: Terminated.
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::KillTree));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    t.feed(Input::TreeOccupied);
+    assert_eq!(t.tick(1.0), vec![Action::SignalTree(SIGTERM)]);
+    t.feed(Input::Terminate);
+    assert_eq!(
+        t.feed(Input::Kill),
+        vec![
+            Action::SignalTree(SIGKILL),
+            Action::Cancel(Op::Read(S0)),
+            Action::Cancel(Op::Read(S1))
+        ]
+    );
+    t.feed(Input::Eof(S0));
+    let a = t.feed(Input::Cancelled(Op::Read(S1)));
+    assert_eq!(T::outcome(&a).reason, Reason::Terminated);
+
+    // Terminate, then the timeout while still stopping: TimedOut wins.
+    let (mut t, _) = T::new(cfg);
+    t.at(9.0);
+    t.feed(Input::Terminate);
+    assert!(t.tick(10.0).is_empty());
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    let a = t.feed(Input::ProcessExited(ExitStatus::Signal(SIGTERM)));
+    assert_eq!(T::outcome(&a).reason, Reason::TimedOut);
+}
+
+#[test]
+fn timeout_after_exit_cancels_reads_when_draining_until_eof() {
+    let mut cfg = config(TreeWatch::None, AfterExit::DrainUntilEof);
+    cfg.timeout = Some(Duration::from_secs(30));
+    let (mut t, _) = T::new(cfg);
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    t.feed(Input::Eof(S1));
+    // No drain timer: only the task timeout.
+    assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(30)));
+    assert_eq!(t.tick(30.0), vec![Action::Cancel(Op::Read(S0))]);
+    let a = t.feed(Input::Cancelled(Op::Read(S0)));
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::TimedOut);
+    assert!(!o.tree_signalled);
+    assert_eq!(o.duration, Duration::from_secs(30));
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn drain_until_eof_with_occupied_probe_terminates_after_eof() {
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::DrainUntilEof));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    t.feed(Input::TreeOccupied);
+    assert_eq!(t.m().poll_timeout(), None);
+    t.feed(Input::Eof(S0));
+    assert_eq!(
+        t.feed(Input::Eof(S1)),
+        vec![Action::Close(S1), Action::SignalTree(SIGTERM), exited(0)]
+    );
+    let a = t.tick(5.0);
+    assert_eq!(a[0], Action::SignalTree(SIGKILL));
+    assert_eq!(T::outcome(&a).reason, Reason::DrainExpired);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn drain_timer_is_disarmed_when_everything_closes_in_time() {
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert!(t.m().poll_timeout().is_some());
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    let a = t.feed(Input::TreeEmpty);
+    assert_eq!(T::outcome(&a).reason, Reason::Exited(0));
+    assert_eq!(t.m().poll_timeout(), None);
+}
+
+#[test]
+fn zero_grace_fires_chained_deadlines_in_one_tick() {
+    let mut cfg = config(TreeWatch::Notifies, AfterExit::KillTree);
+    cfg.grace = Duration::ZERO;
+    cfg.drain = Duration::ZERO;
+    let (mut t, _) = T::new(cfg);
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(
+        t.tick(0.0),
+        vec![
+            Action::SignalTree(SIGTERM),
+            Action::SignalTree(SIGKILL),
+            Action::Cancel(Op::TreeWatch)
+        ]
+    );
+    let a = t.feed(Input::Cancelled(Op::TreeWatch));
+    assert_eq!(a.last(), Some(&Action::Release));
+}
+
+#[test]
+fn huge_durations_never_fire_and_never_panic() {
+    let mut cfg = basic();
+    cfg.timeout = Some(Duration::MAX);
+    cfg.grace = Duration::MAX;
+    cfg.drain = Duration::MAX;
+    let (mut t, _) = T::new(cfg);
+    assert_eq!(t.m().poll_timeout(), None);
+    t.feed(Input::Terminate);
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert!(t.tick(1e6).is_empty());
+}
+
+#[test]
+fn extra_channels_and_duplicate_stream_ids() {
+    let mut cfg = basic();
+    cfg.streams = vec![S0, StreamId::channel(0), S0, StreamId::channel(3)];
+    let (mut t, a) = T::new(cfg);
+    assert_eq!(
+        a,
+        vec![
+            Action::SubmitWait,
+            Action::SubmitRead(S0),
+            Action::SubmitRead(StreamId(2)),
+            Action::SubmitRead(StreamId(5))
+        ]
+    );
+    let (r, _) = t.try_feed(Input::Eof(S1));
+    assert_eq!(r, Err(Rejected::UnknownStream(S1)));
+    t.feed(Input::Eof(S0));
+    t.feed(Input::IoError(StreamId(2), 104));
+    t.feed(data(StreamId(5), 8, true));
+    t.feed(Input::Eof(StreamId(5)));
+    let a = t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(
+        T::outcome(&a).stream_bytes,
+        vec![(S0, 0), (StreamId(2), 0), (StreamId(5), 8)]
+    );
+}
+
+#[test]
+fn no_streams() {
+    let mut cfg = basic();
+    cfg.streams.clear();
+    let (mut t, a) = T::new(cfg);
+    assert_eq!(a, vec![Action::SubmitWait]);
+    let a = t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(a.len(), 3);
+}
+
+#[test]
+fn unrequested_wait_cancellation_resubmits() {
+    let (mut t, _) = T::new(basic());
+    assert_eq!(t.feed(Input::Cancelled(Op::Wait)), vec![Action::SubmitWait]);
+}
