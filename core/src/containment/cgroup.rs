@@ -1,0 +1,206 @@
+//! Operations on one cgroup directory (v2, and the few that v1 shares): create, write a
+//! control file, list members, kill, watch, remove.
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::ContainmentError;
+
+pub(crate) fn io_err(path: &Path, source: io::Error) -> ContainmentError {
+    ContainmentError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `content` to a control file in one `write`.
+pub(crate) fn write_file(path: &Path, content: &str) -> io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+/// Creates a cgroup directory. A leftover of the same name (an earlier failed removal) is
+/// removed first if it is empty.
+pub(crate) fn make_dir(path: &Path) -> Result<(), ContainmentError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_dir(path).map_err(|e| io_err(path, e))?;
+            std::fs::create_dir(path).map_err(|e| io_err(path, e))
+        }
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// `rmdir`, retried for a short while on `EBUSY` (members that are still exiting).
+/// A directory that is already gone is fine.
+pub(crate) fn remove_dir(path: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Removes a cgroup and every cgroup below it, deepest first (best effort: the first
+/// error is returned after trying the rest).
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    let mut first_err = None;
+    for sub in subdirs(path) {
+        if let Err(e) = remove_tree(&sub) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Err(e) = remove_dir(path) {
+        first_err.get_or_insert(e);
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn subdirs(path: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Pids in `cgroup.procs` of `dir` and of every cgroup below it.
+pub(crate) fn procs_recursive(dir: &Path) -> io::Result<Vec<i32>> {
+    let mut out = Vec::new();
+    collect_procs(dir, &mut out, true)?;
+    Ok(out)
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<i32>, top: bool) -> io::Result<()> {
+    match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(text) => out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+        // A sub-cgroup that vanished meanwhile is not an error; the task's own is.
+        Err(e) if !top && e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    for sub in subdirs(dir) {
+        collect_procs(&sub, out, false)?;
+    }
+    Ok(())
+}
+
+/// `populated` from `cgroup.events` (v2).
+pub(crate) fn populated(dir: &Path) -> io::Result<bool> {
+    let text = std::fs::read_to_string(dir.join("cgroup.events"))?;
+    parse_populated(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no `populated` in cgroup.events",
+        )
+    })
+}
+
+pub(crate) fn parse_populated(text: &str) -> Option<bool> {
+    text.lines()
+        .find_map(|l| match l.trim().strip_prefix("populated ") {
+            Some("0") => Some(false),
+            Some(_) => Some(true),
+            None => None,
+        })
+}
+
+/// `cgroup.events` opened for a `POLLPRI` watch.
+pub(crate) fn open_events(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(OwnedFd::from(std::fs::File::open(
+        dir.join("cgroup.events"),
+    )?))
+}
+
+/// The cgroup directory as an `O_PATH` fd for `CLONE_INTO_CGROUP`.
+pub(crate) fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// `cgroup.kill` (Linux 5.14+): SIGKILL to every process of the subtree. `Ok(false)` when
+/// the kernel has no `cgroup.kill`.
+pub(crate) fn kill(dir: &Path) -> io::Result<bool> {
+    match write_file(&dir.join("cgroup.kill"), "1") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Signals every member of the v2 cgroup at `dir` (whose path as `/proc/<pid>/cgroup` shows
+/// it is `rel`) through pidfds: each pid is opened first, then checked to still be inside
+/// the cgroup, so a pid reused by an unrelated process is never signalled. Returns how
+/// many processes were signalled.
+pub(crate) fn signal_members(dir: &Path, rel: &str, signal: i32) -> io::Result<u64> {
+    let mut count = 0;
+    for pid in procs_recursive(dir)? {
+        let pidfd = match crate::sys::pidfd::open(pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(e) => return Err(e),
+        };
+        if !pid_in_cgroup(pid, rel) {
+            continue;
+        }
+        match crate::sys::pidfd::send_signal(pidfd.as_fd(), signal, false) {
+            Ok(()) => count += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(count)
+}
+
+/// Whether `/proc/<pid>/cgroup` puts `pid` in the v2 cgroup `rel` or below it.
+pub(crate) fn pid_in_cgroup(pid: i32, rel: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .is_some_and(|path| {
+            path == rel
+                || path
+                    .strip_prefix(rel)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
+/// The path of `child` below `parent` as `/proc/<pid>/cgroup` shows it.
+pub(crate) fn join_rel(parent: &str, child: &str) -> String {
+    if parent.ends_with('/') {
+        format!("{parent}{child}")
+    } else {
+        format!("{parent}/{child}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_and_paths() {
+        assert_eq!(parse_populated("populated 1\nfrozen 0\n"), Some(true));
+        assert_eq!(parse_populated("populated 0\nfrozen 0\n"), Some(false));
+        assert_eq!(parse_populated("frozen 0\n"), None);
+        assert_eq!(join_rel("/", "a"), "/a");
+        assert_eq!(join_rel("/x", "a"), "/x/a");
+    }
+}
