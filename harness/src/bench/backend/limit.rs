@@ -1,0 +1,238 @@
+//! `limit`: the floor, where one exists. `spawn`: bare `posix_spawn` + `waitpid` loops, one
+//! per core, no pipes. `chatty`: one thread, one `poll` over every stdout pipe and plain
+//! `read`s into one buffer. No other scenario has a meaningful floor.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Ctx, Measured, NotRun};
+use crate::bench::resources::mono_ns;
+use crate::bench::scenario::Params;
+use crate::bench::stats::{Latency, LineClock};
+
+/// `__WNOTHREAD`: wait only for children of the calling thread.
+const WNOTHREAD: i32 = 0x2000_0000;
+
+pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
+    match *params {
+        Params::Spawn { tasks, concurrency } => Ok(spawn(tasks, concurrency, ctx)),
+        Params::Chatty {
+            tasks,
+            rounds,
+            lines,
+        } => chatty(tasks, rounds, lines, ctx),
+        _ => Err(NotRun::Unavailable("no floor for this scenario".into())),
+    }
+}
+
+fn cstr(s: impl AsRef<[u8]>) -> CString {
+    CString::new(s.as_ref().to_vec()).expect("no NUL")
+}
+
+fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
+    let child = ctx.programs.short();
+    let prog = cstr(child.program.as_os_str().as_bytes());
+    let mut argv_c = vec![prog.clone()];
+    argv_c.extend(child.args.iter().map(|a| cstr(a.as_bytes())));
+    let mut env_c: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != crate::bench::census::TAG_VAR)
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstr(kv)
+        })
+        .collect();
+    env_c.push(cstr(format!(
+        "{}={}",
+        crate::bench::census::TAG_VAR,
+        ctx.tag
+    )));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(tasks.max(1) as usize) as u64;
+    ctx.stage("spawn + waitpid", tasks);
+    let t0 = Instant::now();
+    let results: Vec<(Latency, u64, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let my_n = tasks / threads + u64::from(t < tasks % threads);
+                let my_c = (concurrency / threads).max(1);
+                let (prog, argv_c, env_c, bar) = (&prog, &argv_c, &env_c, &ctx.bar);
+                s.spawn(move || {
+                    let mut argv: Vec<*mut libc::c_char> =
+                        argv_c.iter().map(|a| a.as_ptr() as *mut _).collect();
+                    argv.push(std::ptr::null_mut());
+                    let mut envp: Vec<*mut libc::c_char> =
+                        env_c.iter().map(|a| a.as_ptr() as *mut _).collect();
+                    envp.push(std::ptr::null_mut());
+                    let mut lat = Latency::default();
+                    let mut errors = 0;
+                    let mut samples = Vec::new();
+                    let mut inflight: HashMap<i32, u64> = HashMap::new();
+                    let mut started = 0;
+                    loop {
+                        while started < my_n && (inflight.len() as u64) < my_c {
+                            started += 1;
+                            let mut pid: libc::pid_t = 0;
+                            let s0 = mono_ns();
+                            // SAFETY: argv/envp are NUL-terminated arrays of C strings that
+                            // outlive the call; no file actions or attributes.
+                            let rc = unsafe {
+                                libc::posix_spawn(
+                                    &mut pid,
+                                    prog.as_ptr(),
+                                    std::ptr::null(),
+                                    std::ptr::null(),
+                                    argv.as_ptr(),
+                                    envp.as_ptr(),
+                                )
+                            };
+                            if rc != 0 {
+                                errors += 1;
+                                if samples.len() < 3 {
+                                    samples.push(format!(
+                                        "posix_spawn: {}",
+                                        std::io::Error::from_raw_os_error(rc)
+                                    ));
+                                }
+                            } else {
+                                inflight.insert(pid, s0);
+                            }
+                        }
+                        if inflight.is_empty() {
+                            break;
+                        }
+                        let mut status = 0;
+                        // SAFETY: waits for a child of this thread.
+                        let pid = unsafe { libc::waitpid(-1, &mut status, WNOTHREAD) };
+                        if pid < 0 {
+                            errors += 1;
+                            samples.push(format!("waitpid: {}", std::io::Error::last_os_error()));
+                            break;
+                        }
+                        if let Some(s0) = inflight.remove(&pid) {
+                            lat.record_ns(mono_ns().saturating_sub(s0));
+                            bar.inc(1);
+                            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                                errors += 1;
+                            }
+                        }
+                    }
+                    (lat, errors, samples)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("spawn thread"))
+            .collect()
+    });
+    let mut m = Measured {
+        work_wall: t0.elapsed(),
+        tasks,
+        peak_tasks: concurrency.min(tasks),
+        ..Default::default()
+    };
+    for (lat, errors, samples) in results {
+        m.latency.merge(&lat);
+        m.errors += errors;
+        m.error_samples.extend(samples);
+    }
+    m.work = m.latency.len() as f64;
+    m.survivors = ctx.survivors();
+    m
+}
+
+fn chatty(tasks: u64, rounds: u64, lines: u64, ctx: &Ctx) -> Result<Measured, NotRun> {
+    let mut m = Measured::default();
+    let n = ctx.fit(&mut m, tasks, 1, 1) as usize;
+    let child = ctx.programs.chatty(rounds, lines);
+    ctx.stage("chatty (poll + read)", n as u64);
+    let t0 = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    for idx in 0..n {
+        let spawned = Command::new(&child.program)
+            .args(&child.args)
+            .env(crate::bench::census::TAG_VAR, &ctx.tag)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(mut c) => {
+                let out = c.stdout.take().expect("piped");
+                children.push((c, Some(out), LineClock::default(), Latency::default()));
+            }
+            Err(e) => m.error(format!("spawn {idx}: {e}")),
+        }
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut open = children.len();
+    let deadline = t0 + Duration::from_secs(180);
+    while open > 0 && Instant::now() < deadline {
+        let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(open);
+        let mut which = Vec::with_capacity(open);
+        for (i, c) in children.iter().enumerate() {
+            if let Some(out) = &c.1 {
+                pfds.push(libc::pollfd {
+                    fd: out.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                which.push(i);
+            }
+        }
+        // SAFETY: pfds is a valid array of pollfd.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
+        if r < 0 {
+            continue;
+        }
+        for (p, &i) in pfds.iter().zip(&which) {
+            if p.revents == 0 {
+                continue;
+            }
+            // SAFETY: read into our buffer from an fd we own.
+            let got = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let c = &mut children[i];
+            if got > 0 {
+                c.2.feed(&buf[..got as usize], mono_ns(), &mut c.3);
+            } else if got == 0 || p.revents & (libc::POLLHUP | libc::POLLERR) != 0 && got < 0 {
+                c.1 = None;
+                open -= 1;
+                match c.0.wait() {
+                    Ok(s) if s.success() => {}
+                    other => m.error(format!("task {i}: {other:?}")),
+                }
+                ctx.bar.inc(1);
+            }
+        }
+    }
+    m.work_wall = t0.elapsed();
+    let mut bytes = 0;
+    let mut nlines = 0;
+    for (i, c) in children.iter().enumerate() {
+        bytes += c.2.bytes;
+        nlines += c.2.lines;
+        m.latency.merge(&c.3);
+        if c.3.len() != rounds {
+            m.error(format!(
+                "task {i}: {} of {rounds} timestamp lines",
+                c.3.len()
+            ));
+        }
+    }
+    m.hung = open as u64;
+    m.work = bytes as f64 / 1e6;
+    m.tasks = n as u64;
+    m.peak_tasks = n as u64;
+    m.extra.insert("bytes".into(), bytes as f64);
+    m.extra.insert("lines".into(), nlines as f64);
+    m.survivors = ctx.survivors();
+    Ok(m)
+}

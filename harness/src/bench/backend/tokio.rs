@@ -1,0 +1,145 @@
+//! `tokio`: what a tokio user writes. A multi-thread runtime with 2 workers; one task per
+//! child that reads stdout and stderr and waits for the exit concurrently (`join!`), and
+//! kills through `Child::kill` (SIGKILL to the main process only) when asked.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::{watch, Semaphore};
+
+use super::common::{run_with, Launch, Msg, TaskEnd};
+use super::{Ctx, Measured, NotRun};
+use crate::bench::resources::mono_ns;
+use crate::bench::scenario::{Child, Params};
+use crate::bench::stats::{Latency, LineClock};
+
+struct Tokio {
+    rt: tokio::runtime::Runtime,
+    tag: String,
+    /// Per group: kill switch and optional concurrency limit.
+    kill: Vec<(watch::Sender<bool>, watch::Receiver<bool>)>,
+    sem: Vec<Option<Arc<Semaphore>>>,
+}
+
+impl Launch for Tokio {
+    fn launch(&mut self, group: usize, idx: usize, child: &Child, tx: &Sender<Msg>) {
+        let mut cmd = Command::new(&child.program);
+        cmd.args(&child.args)
+            .env(crate::bench::census::TAG_VAR, &self.tag)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let kill = self.kill[group].1.clone();
+        let sem = self.sem[group].clone();
+        let tx = tx.clone();
+        self.rt.spawn(supervise(cmd, idx, sem, kill, tx));
+    }
+
+    fn limit(&mut self, group: usize, n: usize) {
+        self.sem[group] = Some(Arc::new(Semaphore::new(n)));
+    }
+
+    fn kill_group(&mut self, group: usize, _pids: &[i32]) {
+        let _ = self.kill[group].0.send(true);
+    }
+
+    fn fds_per_task(&self) -> u64 {
+        3 // stdout, stderr, and the pidfd tokio's reaper holds
+    }
+
+    fn extra_pids_per_task(&self) -> u64 {
+        0
+    }
+}
+
+async fn supervise(
+    mut cmd: Command,
+    idx: usize,
+    sem: Option<Arc<Semaphore>>,
+    mut kill: watch::Receiver<bool>,
+    tx: Sender<Msg>,
+) {
+    let _permit = match sem {
+        Some(s) => Some(s.acquire_owned().await.expect("semaphore open")),
+        None => None,
+    };
+    let start_ns = mono_ns();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Msg::SpawnFailed {
+                idx,
+                error: e.to_string(),
+            });
+            return;
+        }
+    };
+    let _ = tx.send(Msg::Started {
+        idx,
+        pid: child.id().unwrap_or(0) as i32,
+    });
+    let mut out = child.stdout.take().expect("stdout piped");
+    let mut err = child.stderr.take().expect("stderr piped");
+    let read_out = async move {
+        let mut clock = LineClock::default();
+        let mut lat = Latency::default();
+        let mut buf = vec![0u8; 8 * 1024];
+        while let Ok(n) = out.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            clock.feed(&buf[..n], mono_ns(), &mut lat);
+        }
+        (clock, lat)
+    };
+    let read_err = async move {
+        let mut buf = vec![0u8; 8 * 1024];
+        while let Ok(n) = err.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let wait = async {
+        tokio::select! {
+            s = child.wait() => s,
+            true = async { kill.wait_for(|k| *k).await.is_ok() } => {
+                let _ = child.kill().await;
+                child.wait().await
+            }
+        }
+    };
+    let ((stdout, lines), (), status) = tokio::join!(read_out, read_err, wait);
+    let done_ns = mono_ns();
+    let end = TaskEnd {
+        status: status.map_err(|e| e.to_string()),
+        stdout,
+        lines,
+    };
+    let _ = tx.send(Msg::Done {
+        idx,
+        start_ns,
+        done_ns,
+        end,
+    });
+}
+
+pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| NotRun::Failed(format!("tokio runtime: {e}")))?;
+    let mut t = Tokio {
+        rt,
+        tag: ctx.tag.clone(),
+        kill: (0..2).map(|_| watch::channel(false)).collect(),
+        sem: vec![None, None],
+    };
+    let result = run_with(&mut t, params, ctx);
+    t.rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}

@@ -1,0 +1,639 @@
+//! `uring` (and `epoll`): pidring's own Pool. One pool per scenario, one worker per core,
+//! containment `Auto` (a cgroup per task where cgroup v2 is writable). Tasks are spawned
+//! from one submitter thread per worker (so spawns run in parallel, as tokio's do on its
+//! two workers); every event is consumed from `pool.events()` by the measuring thread.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use pidring::{
+    BuildError, Event, Outcome, Pool, Reason, Stdio, StreamId, TaskHandle, TaskId, TaskSpec,
+};
+
+use super::{Ctx, Measured, NotRun};
+use crate::bench::resources::{cpu_self, mono_ns, rss};
+use crate::bench::scenario::{Child, Params, Programs};
+use crate::bench::stats::{Latency, LineClock};
+
+const MAIN: usize = 0;
+const FLEET: usize = 1;
+
+/// What a submitter thread reports.
+enum Sub {
+    Spawned {
+        group: usize,
+        idx: usize,
+        start_ns: u64,
+        handle: TaskHandle,
+    },
+    Failed {
+        group: usize,
+        idx: usize,
+        error: String,
+    },
+}
+
+struct Tracked {
+    group: usize,
+    idx: usize,
+    start_ns: u64,
+    handle: TaskHandle,
+    clock: LineClock,
+    lines: Latency,
+}
+
+/// A task that ended: what the scenario looks at.
+struct Ended {
+    group: usize,
+    idx: usize,
+    start_ns: u64,
+    done_ns: u64,
+    outcome: Outcome,
+    clock: LineClock,
+    lines: Latency,
+}
+
+/// The measuring thread's view of the pool: tasks by id, and events that came before the
+/// submitter said which task an id is.
+struct Book {
+    live: HashMap<TaskId, Tracked>,
+    early: HashMap<TaskId, Vec<(u64, Event)>>,
+    ended: Vec<Ended>,
+    spawned: [usize; 2],
+    failed: [usize; 2],
+    /// Every spawn attempt of a group reported (spawned or failed).
+    reported: [usize; 2],
+}
+
+impl Book {
+    fn new() -> Book {
+        Book {
+            live: HashMap::new(),
+            early: HashMap::new(),
+            ended: Vec::new(),
+            spawned: [0; 2],
+            failed: [0; 2],
+            reported: [0; 2],
+        }
+    }
+
+    fn handles(&self, group: usize) -> Vec<TaskHandle> {
+        self.live
+            .values()
+            .filter(|t| t.group == group)
+            .map(|t| t.handle.clone())
+            .collect()
+    }
+
+    /// Handles one message (an event or a submitter report), waiting at most `wait`.
+    /// Returns false when nothing came.
+    fn pump(
+        &mut self,
+        events: &Receiver<Event>,
+        subs: &Receiver<Sub>,
+        m: &mut Measured,
+        wait: Duration,
+    ) -> bool {
+        crossbeam_channel::select! {
+            recv(events) -> ev => match ev {
+                Ok(ev) => { self.event(mono_ns(), ev); true }
+                Err(_) => { std::thread::sleep(wait.min(Duration::from_millis(10))); false }
+            },
+            recv(subs) -> sub => match sub {
+                Ok(Sub::Spawned { group, idx, start_ns, handle }) => {
+                    let id = handle.id();
+                    self.live.insert(id, Tracked { group, idx, start_ns, handle, clock: LineClock::default(), lines: Latency::default() });
+                    self.spawned[group] += 1;
+                    self.reported[group] += 1;
+                    for (at, ev) in self.early.remove(&id).unwrap_or_default() {
+                        self.event(at, ev);
+                    }
+                    true
+                }
+                Ok(Sub::Failed { group, idx, error }) => {
+                    m.error(format!("spawn {idx}: {error}"));
+                    self.failed[group] += 1;
+                    self.reported[group] += 1;
+                    true
+                }
+                // All submitters are gone: only events can come.
+                Err(_) => match events.recv_timeout(wait) {
+                    Ok(ev) => { self.event(mono_ns(), ev); true }
+                    Err(_) => false,
+                },
+            },
+            default(wait) => false,
+        }
+    }
+
+    fn event(&mut self, at: u64, ev: Event) {
+        let id = ev.task();
+        let Some(t) = self.live.get_mut(&id) else {
+            self.early.entry(id).or_default().push((at, ev));
+            return;
+        };
+        match ev {
+            Event::Output { stream, bytes, .. } => {
+                if stream == StreamId::STDOUT {
+                    t.clock.feed(&bytes, at, &mut t.lines);
+                }
+            }
+            Event::Exited { .. } => {}
+            Event::Done { outcome, .. } => {
+                let t = self.live.remove(&id).expect("tracked");
+                self.ended.push(Ended {
+                    group: t.group,
+                    idx: t.idx,
+                    start_ns: t.start_ns,
+                    done_ns: at,
+                    outcome,
+                    clock: t.clock,
+                    lines: t.lines,
+                });
+            }
+        }
+    }
+}
+
+/// Starts `threads` submitter threads spawning tasks `0..n` of `group`; with `tokens`, each
+/// spawn first takes a token (the measuring thread gives one back per ended task).
+fn submit<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    pool: &'s Pool,
+    group: usize,
+    n: usize,
+    threads: usize,
+    tokens: Option<Receiver<()>>,
+    spec: impl Fn(usize) -> TaskSpec + Sync + Send + 's,
+    tx: &Sender<Sub>,
+) {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let spec = std::sync::Arc::new(spec);
+    for _ in 0..threads.max(1) {
+        let (next, spec, tx, tokens) = (next.clone(), spec.clone(), tx.clone(), tokens.clone());
+        s.spawn(move || loop {
+            if let Some(t) = &tokens {
+                if t.recv().is_err() {
+                    return;
+                }
+            }
+            let idx = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if idx >= n {
+                return;
+            }
+            let start_ns = mono_ns();
+            let msg = match pool.spawn(spec(idx)) {
+                Ok(handle) => Sub::Spawned {
+                    group,
+                    idx,
+                    start_ns,
+                    handle,
+                },
+                Err(e) => Sub::Failed {
+                    group,
+                    idx,
+                    error: e.to_string(),
+                },
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        });
+    }
+}
+
+fn spec_of(child: &Child, ctx: &Ctx) -> TaskSpec {
+    let (k, v) = ctx.env();
+    TaskSpec::new(&child.program)
+        .args(&child.args)
+        .env(k, v)
+        .stdout(Stdio::Capture)
+        .stderr(Stdio::Capture)
+}
+
+fn expect_reason(m: &mut Measured, e: &Ended, ok: impl Fn(&Reason) -> bool) {
+    if !ok(&e.outcome.reason) {
+        m.error(format!("task {}: {:?}", e.idx, e.outcome.reason));
+    }
+}
+
+pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let pool = Pool::builder()
+        .workers(workers)
+        .backend(backend)
+        .build()
+        .map_err(|e| match e {
+            BuildError::BackendUnavailable(..) => NotRun::Unavailable(e.to_string()),
+            other => NotRun::Failed(format!("Pool::build: {other}")),
+        })?;
+    let mut m = Measured::default();
+    m.notes.push(format!(
+        "pool: {} driver, {} containment, {workers} workers",
+        pool.backend().as_str(),
+        pool.containment().as_str()
+    ));
+    let result = scenario(&pool, workers, params, ctx, &mut m);
+    let stats = pool.stats();
+    m.extra
+        .insert("stale_completions".into(), stats.stale_completions as f64);
+    m.extra
+        .insert("rejected_events".into(), stats.rejected_events as f64);
+    pool.shutdown();
+    result.map(|()| m)
+}
+
+fn capacity_fit(pool: &Pool, ctx: &Ctx, m: &mut Measured, asked: u64, pids: u64) -> u64 {
+    let mut n = ctx.fit(m, asked, 0, pids);
+    let cap = pool.capacity() as u64;
+    if cap < n {
+        let why = format!("{n} lowered to {cap}: Pool::capacity()");
+        ctx.bar.println(format!("  note: {why}"));
+        m.notes.push(why);
+        n = cap;
+    }
+    n
+}
+
+fn scenario(
+    pool: &Pool,
+    workers: usize,
+    params: &Params,
+    ctx: &Ctx,
+    m: &mut Measured,
+) -> Result<(), NotRun> {
+    let events = pool.events().clone();
+    let (sub_tx, sub_rx) = crossbeam_channel::unbounded::<Sub>();
+    let tick = Duration::from_millis(50);
+    std::thread::scope(|s| {
+        let mut book = Book::new();
+        match *params {
+            Params::Spawn { tasks, concurrency } => {
+                let n = tasks as usize;
+                let (give, take) = crossbeam_channel::unbounded();
+                for _ in 0..concurrency {
+                    let _ = give.send(());
+                }
+                let child = ctx.programs.short();
+                ctx.stage("spawn + reap", tasks);
+                let t0 = Instant::now();
+                submit(
+                    s,
+                    pool,
+                    MAIN,
+                    n,
+                    workers,
+                    Some(take),
+                    move |_| spec_of(&child, ctx),
+                    &sub_tx,
+                );
+                drop(sub_tx);
+                let deadline = t0 + Duration::from_secs(180);
+                let mut ended = 0;
+                while ended + book.failed[MAIN] < n && Instant::now() < deadline {
+                    let before = book.failed[MAIN];
+                    book.pump(&events, &sub_rx, m, tick);
+                    for _ in before..book.failed[MAIN] {
+                        let _ = give.send(());
+                    }
+                    for e in book.ended.drain(..) {
+                        m.latency.record_ns(e.done_ns.saturating_sub(e.start_ns));
+                        expect_reason(m, &e, |r| *r == Reason::Exited(0));
+                        ended += 1;
+                        ctx.bar.inc(1);
+                        let _ = give.send(());
+                    }
+                }
+                drop(give);
+                m.work_wall = t0.elapsed();
+                m.work = ended as f64;
+                m.tasks = tasks;
+                m.peak_tasks = concurrency.min(tasks);
+                m.hung = (book.spawned[MAIN] - ended) as u64;
+                m.survivors = ctx.survivors();
+            }
+            Params::Idle { tasks, idle_secs } => {
+                let n = capacity_fit(pool, ctx, m, tasks, 1) as usize;
+                let child = ctx.programs.idle();
+                ctx.stage("fleet: spawning", n as u64);
+                let t0 = Instant::now();
+                submit(
+                    s,
+                    pool,
+                    FLEET,
+                    n,
+                    workers,
+                    None,
+                    move |_| spec_of(&child, ctx),
+                    &sub_tx,
+                );
+                drop(sub_tx);
+                while book.reported[FLEET] < n {
+                    if book.pump(&events, &sub_rx, m, tick) {
+                        ctx.bar.set_position(book.reported[FLEET] as u64);
+                    }
+                }
+                m.extra.insert("spawn_s".into(), t0.elapsed().as_secs_f64());
+                for e in book.ended.drain(..) {
+                    m.error(format!(
+                        "fleet task {} ended early: {:?}",
+                        e.idx, e.outcome.reason
+                    ));
+                }
+                m.fleet_rss_kib = Some(rss().rss_kib);
+                ctx.stage(&format!("idle {idle_secs} s"), 0);
+                let c0 = cpu_self();
+                let idle_until = Instant::now() + Duration::from_secs_f64(idle_secs);
+                while Instant::now() < idle_until {
+                    book.pump(
+                        &events,
+                        &sub_rx,
+                        m,
+                        idle_until.saturating_duration_since(Instant::now()),
+                    );
+                }
+                m.extra
+                    .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
+                let (ended, killall_s) =
+                    kill_all(pool, &mut book, FLEET, ctx, m, &events, &sub_rx, true);
+                m.extra.insert("killall_s".into(), killall_s);
+                m.tasks = n as u64;
+                m.peak_tasks = n as u64;
+                m.work = ended as f64;
+                m.work_wall = Duration::from_secs_f64(killall_s.max(1e-9));
+                m.survivors = ctx.survivors();
+            }
+            Params::ExitLatency {
+                fleet,
+                tasks,
+                concurrency,
+            } => {
+                let f = capacity_fit(pool, ctx, m, fleet + concurrency, 1)
+                    .saturating_sub(concurrency) as usize;
+                let idle = ctx.programs.idle();
+                ctx.stage("fleet: spawning", f as u64);
+                submit(
+                    s,
+                    pool,
+                    FLEET,
+                    f,
+                    workers,
+                    None,
+                    move |_| spec_of(&idle, ctx),
+                    &sub_tx,
+                );
+                while book.reported[FLEET] < f {
+                    if book.pump(&events, &sub_rx, m, tick) {
+                        ctx.bar.set_position(book.reported[FLEET] as u64);
+                    }
+                }
+                let stamp = ctx.programs.stamp();
+                let n = tasks as usize;
+                let (give, take) = crossbeam_channel::unbounded();
+                for _ in 0..concurrency {
+                    let _ = give.send(());
+                }
+                ctx.stage("exit latency", tasks);
+                let t0 = Instant::now();
+                submit(
+                    s,
+                    pool,
+                    MAIN,
+                    n,
+                    1,
+                    Some(take),
+                    move |_| spec_of(&stamp, ctx),
+                    &sub_tx,
+                );
+                drop(sub_tx);
+                let deadline = t0 + Duration::from_secs(180);
+                let mut ended = 0;
+                while ended + book.failed[MAIN] < n && Instant::now() < deadline {
+                    let before = book.failed[MAIN];
+                    book.pump(&events, &sub_rx, m, tick);
+                    for _ in before..book.failed[MAIN] {
+                        let _ = give.send(());
+                    }
+                    let done: Vec<Ended> = book.ended.drain(..).collect();
+                    for e in done {
+                        if e.group == FLEET {
+                            m.error(format!(
+                                "fleet task {} ended early: {:?}",
+                                e.idx, e.outcome.reason
+                            ));
+                            continue;
+                        }
+                        match e.clock.last_stamp {
+                            Some(ts) => m.latency.record_ns(e.done_ns.saturating_sub(ts)),
+                            None => m.error(format!("task {}: no timestamp on stdout", e.idx)),
+                        }
+                        expect_reason(m, &e, |r| *r == Reason::Exited(0));
+                        ended += 1;
+                        ctx.bar.inc(1);
+                        let _ = give.send(());
+                    }
+                }
+                drop(give);
+                m.work_wall = t0.elapsed();
+                m.work = ended as f64;
+                m.hung = (book.spawned[MAIN] - ended) as u64;
+                m.fleet_rss_kib = Some(rss().rss_kib);
+                let (_, _) = kill_all(pool, &mut book, FLEET, ctx, m, &events, &sub_rx, false);
+                m.tasks = tasks;
+                m.peak_tasks = f as u64 + concurrency;
+                m.extra.insert("fleet".into(), f as f64);
+                m.survivors = ctx.survivors();
+            }
+            Params::Chatty {
+                tasks,
+                rounds,
+                lines,
+            } => {
+                let n = capacity_fit(pool, ctx, m, tasks, 1) as usize;
+                let child = ctx.programs.chatty(rounds, lines);
+                ctx.stage("chatty", n as u64);
+                let t0 = Instant::now();
+                submit(
+                    s,
+                    pool,
+                    MAIN,
+                    n,
+                    workers,
+                    None,
+                    move |_| spec_of(&child, ctx),
+                    &sub_tx,
+                );
+                drop(sub_tx);
+                let deadline = t0 + Duration::from_secs(180);
+                let (mut ended, mut bytes, mut nlines) = (0, 0u64, 0u64);
+                while ended + book.failed[MAIN] < n && Instant::now() < deadline {
+                    book.pump(&events, &sub_rx, m, tick);
+                    for e in book.ended.drain(..) {
+                        m.latency.merge(&e.lines);
+                        bytes += e.clock.bytes;
+                        nlines += e.clock.lines;
+                        if e.lines.len() != rounds {
+                            m.error(format!(
+                                "task {}: {} of {rounds} timestamp lines",
+                                e.idx,
+                                e.lines.len()
+                            ));
+                        }
+                        expect_reason(m, &e, |r| *r == Reason::Exited(0));
+                        ended += 1;
+                        ctx.bar.inc(1);
+                    }
+                }
+                m.work_wall = t0.elapsed();
+                m.work = bytes as f64 / 1e6;
+                m.tasks = n as u64;
+                m.peak_tasks = n as u64;
+                m.hung = (book.spawned[MAIN] - ended) as u64;
+                m.extra.insert("bytes".into(), bytes as f64);
+                m.extra.insert("lines".into(), nlines as f64);
+                m.survivors = ctx.survivors();
+            }
+            Params::Killtree {
+                trees,
+                width,
+                depth,
+                ignore_term_every,
+                grace_ms,
+                deadline_ms,
+            } => {
+                let size = Programs::tree_size(width, depth);
+                let n = capacity_fit(pool, ctx, m, trees, size) as usize;
+                ctx.stage("trees: spawning", n as u64);
+                let grace = Duration::from_millis(grace_ms);
+                submit(
+                    s,
+                    pool,
+                    MAIN,
+                    n,
+                    workers,
+                    None,
+                    move |idx| {
+                        let ignore = ignore_term_every > 0 && idx as u64 % ignore_term_every == 0;
+                        spec_of(&ctx.programs.tree(width, depth, ignore), ctx).grace(grace)
+                    },
+                    &sub_tx,
+                );
+                drop(sub_tx);
+                while book.reported[MAIN] < n {
+                    if book.pump(&events, &sub_rx, m, tick) {
+                        ctx.bar.set_position(book.reported[MAIN] as u64);
+                    }
+                }
+                let expected = n as u64 * size;
+                let seen = ctx.wait_population(expected, Duration::from_secs(20));
+                if seen < expected {
+                    m.notes
+                        .push(format!("only {seen} of {expected} tree processes came up"));
+                }
+                m.extra.insert("processes".into(), seen as f64);
+                for e in book.ended.drain(..) {
+                    m.error(format!(
+                        "tree {} ended before the kill: {:?}",
+                        e.idx, e.outcome.reason
+                    ));
+                }
+                ctx.stage("terminate trees", book.spawned[MAIN] as u64);
+                let k0 = mono_ns();
+                let t0 = Instant::now();
+                let live = book.live.len();
+                for h in book.handles(MAIN) {
+                    if let Err(e) = h.terminate() {
+                        m.error(format!("terminate: {e}"));
+                    }
+                }
+                let deadline = t0 + grace + Duration::from_millis(deadline_ms);
+                let (mut ended, mut last) = (0, 0u64);
+                while ended < live && Instant::now() < deadline {
+                    book.pump(&events, &sub_rx, m, tick);
+                    for e in book.ended.drain(..) {
+                        m.latency.record_ns(e.done_ns.saturating_sub(k0));
+                        last = last.max(e.done_ns);
+                        expect_reason(m, &e, |r| *r == Reason::Terminated);
+                        ended += 1;
+                        ctx.bar.inc(1);
+                    }
+                }
+                m.hung = (live - ended) as u64;
+                m.survivors = ctx.survivors();
+                m.work = ended as f64;
+                m.work_wall = if m.hung > 0 {
+                    t0.elapsed()
+                } else {
+                    Duration::from_nanos(last.saturating_sub(k0).max(1))
+                };
+                m.tasks = n as u64;
+                m.peak_tasks = n as u64;
+            }
+            Params::Reqrep => {}
+        }
+        // Whatever is still live (after errors): kill it and wait for its Done.
+        if !book.live.is_empty() {
+            let g = book.live.values().next().map(|t| t.group).unwrap_or(MAIN);
+            let _ = g;
+            for h in book.live.values() {
+                let _ = h.handle.kill();
+            }
+            let until = Instant::now() + Duration::from_secs(5);
+            while !book.live.is_empty() && Instant::now() < until {
+                book.pump(&events, &sub_rx, &mut Measured::default(), tick);
+            }
+        }
+    });
+    if let Params::Reqrep = params {
+        return Err(NotRun::Unavailable(
+            "request channels do not exist yet".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Kills every live task of `group` and waits for their `Done`. Returns (ended, seconds
+/// from the first kill to the last Done).
+#[allow(clippy::too_many_arguments)]
+fn kill_all(
+    _pool: &Pool,
+    book: &mut Book,
+    group: usize,
+    ctx: &Ctx,
+    m: &mut Measured,
+    events: &Receiver<Event>,
+    subs: &Receiver<Sub>,
+    record: bool,
+) -> (usize, f64) {
+    let handles = book.handles(group);
+    ctx.stage("kill-all", handles.len() as u64);
+    let k0 = mono_ns();
+    for h in &handles {
+        if let Err(e) = h.kill() {
+            m.error(format!("kill: {e}"));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut ended, mut last) = (0, k0);
+    while ended < handles.len() && Instant::now() < deadline {
+        book.pump(events, subs, m, Duration::from_millis(50));
+        let done: Vec<Ended> = book.ended.drain(..).collect();
+        for e in done {
+            if e.group != group {
+                continue;
+            }
+            if record {
+                m.latency.record_ns(e.done_ns.saturating_sub(k0));
+            }
+            last = last.max(e.done_ns);
+            expect_reason(m, &e, |r| *r == Reason::Terminated);
+            ended += 1;
+            ctx.bar.inc(1);
+        }
+    }
+    m.hung += (handles.len() - ended) as u64;
+    (ended, last.saturating_sub(k0) as f64 / 1e9)
+}

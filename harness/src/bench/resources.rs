@@ -1,0 +1,158 @@
+//! What the supervisor process itself costs, and what the system lets it do: RSS from
+//! `/proc/self/status`, CPU from `getrusage`, the fd / pid / process limits.
+
+use std::time::Duration;
+
+/// `VmRSS` and `VmHWM` of this process, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rss {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+pub fn rss() -> Rss {
+    let mut out = Rss::default();
+    if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
+        for line in s.lines() {
+            let field = |prefix: &str| -> Option<u64> {
+                line.strip_prefix(prefix)?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            if let Some(v) = field("VmRSS:") {
+                out.rss_kib = v;
+            } else if let Some(v) = field("VmHWM:") {
+                out.hwm_kib = v;
+            }
+        }
+    }
+    out
+}
+
+/// Resets `VmHWM` to the current RSS (`echo 5 > /proc/self/clear_refs`), so the peak of a
+/// scenario is its own. Best effort.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// User + system CPU time of this process (all its threads; not its children).
+pub fn cpu_self() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn tv(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock the test helper's `monotonic` step prints.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns (soft, hard) after the attempt.
+pub fn raise_nofile() -> (u64, u64) {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return (1024, 1024);
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+    }
+    (rl.rlim_cur as u64, rl.rlim_max as u64)
+}
+
+fn rlimit_soft(res: libc::__rlimit_resource_t) -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a struct we own.
+    if unsafe { libc::getrlimit(res, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(rl.rlim_cur as u64)
+}
+
+/// Open fds of this process right now.
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Threads (kernel tasks) alive on the whole system, from `/proc/loadavg`.
+fn system_threads() -> u64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(3)?.split('/').nth(1)?.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// How many tasks of a backend fit: each task needs `fds` entries in this process's fd table
+/// and `pids` pids (processes + threads). Returns the count and, if it is lower than asked,
+/// why. The fd limit was raised to the hard limit first (`raise_nofile`).
+pub fn fit_tasks(asked: u64, fds: u64, pids: u64) -> (u64, Option<String>) {
+    let mut n = asked;
+    let mut why = Vec::new();
+    if fds > 0 {
+        let (soft, _hard) = raise_nofile();
+        let room = soft.saturating_sub(open_fds() + 200) / fds;
+        if room < n {
+            n = room;
+            why.push(format!(
+                "RLIMIT_NOFILE {soft} at {fds} fds per task (hard limit reached)"
+            ));
+        }
+    }
+    if pids > 0 {
+        let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32768);
+        let threads_max = read_u64("/proc/sys/kernel/threads-max").unwrap_or(u64::MAX);
+        let used = system_threads();
+        let room = pid_max.min(threads_max).saturating_sub(used + 1000) / pids;
+        if room < n {
+            n = room;
+            why.push(format!(
+                "pid_max {pid_max} with {used} in use, at {pids} pids per task"
+            ));
+        }
+        if let Some(nproc) = rlimit_soft(libc::RLIMIT_NPROC) {
+            let room = nproc.saturating_sub(used + 1000) / pids;
+            if room < n {
+                n = room;
+                why.push(format!("RLIMIT_NPROC {nproc} at {pids} pids per task"));
+            }
+        }
+    }
+    let reason = (n < asked).then(|| format!("{asked} lowered to {n}: {}", why.join("; ")));
+    (n, reason)
+}
