@@ -102,14 +102,28 @@ pub fn run(args: BenchArgs) -> ExitCode {
         args.backend.clone()
     };
     let mut pairs = Vec::new();
+    let mut not_available = Vec::new();
     for p in &params {
+        if let Params::Reqrep = p {
+            // Nothing to run on any backend yet: one row says so.
+            not_available.push(Record {
+                scenario: p.name().into(),
+                backend: "all".into(),
+                status: "unavailable".into(),
+                reason: Some("request channels do not exist yet".into()),
+                ops_unit: p.unit().into(),
+                params: serde_json::to_value(p).unwrap_or_default(),
+                ..Default::default()
+            });
+            continue;
+        }
         for &b in &backends {
             if p.has_backend(b) {
                 pairs.push((p.clone(), b));
             }
         }
     }
-    if pairs.is_empty() {
+    if pairs.is_empty() && not_available.is_empty() {
         eprintln!(
             "pidring bench: nothing to run (the limit backend exists only for spawn and chatty)"
         );
@@ -152,6 +166,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
         // Whatever the run left, the harness finds and ends (the record already counted it).
         let left = census::cleanup(&tag, Duration::from_secs(5));
         rec.leftover = rec.leftover.max(left as u64);
+        eprintln!("{}", table::summary_line(&rec));
+        records.push(rec);
+    }
+    for rec in not_available {
         eprintln!("{}", table::summary_line(&rec));
         records.push(rec);
     }
@@ -298,7 +316,7 @@ fn run_pair(params: &Params, b: BackendName, tag: &str) -> Record {
         ..Default::default()
     };
     match result {
-        Ok(Ok(m)) => {
+        Ok(Ok(mut m)) => {
             rec.status = "ok".into();
             rec.tasks = m.tasks;
             rec.wall_s = m.work_wall.as_secs_f64();
@@ -310,9 +328,14 @@ fn run_pair(params: &Params, b: BackendName, tag: &str) -> Record {
             rec.latency_us = m.latency.summary();
             rec.latency_curve = m.latency.curve();
             let peak_kib = m.fleet_rss_kib.unwrap_or(rss1.hwm_kib.max(rss1.rss_kib));
+            let base_kib = m.base_rss_kib.unwrap_or(rss0.rss_kib);
             rec.rss_kib = peak_kib;
             rec.rss_per_task_bytes =
-                peak_kib.saturating_sub(rss0.rss_kib) as f64 * 1024.0 / m.peak_tasks.max(1) as f64;
+                peak_kib.saturating_sub(base_kib) as f64 * 1024.0 / m.peak_tasks.max(1) as f64;
+            m.extra.insert(
+                "setup_rss_kib".into(),
+                base_kib.saturating_sub(rss0.rss_kib) as f64,
+            );
             rec.survivors = m.survivors;
             rec.errors = m.errors;
             rec.error_samples = m.error_samples;

@@ -78,7 +78,8 @@ pub struct LatencySummary {
 }
 
 /// Splits one task's output into lines and turns each timestamp line (the helper's
-/// `monotonic` step: decimal `CLOCK_MONOTONIC` ns alone on a line) into a latency.
+/// `monotonic` step: decimal `CLOCK_MONOTONIC` ns alone on a line) into a latency sample.
+/// Small per task (a histogram is ~200 KiB: one per task would dwarf what is measured).
 #[derive(Default)]
 pub struct LineClock {
     partial: Vec<u8>,
@@ -86,22 +87,24 @@ pub struct LineClock {
     pub bytes: u64,
     /// The last timestamp line seen.
     pub last_stamp: Option<u64>,
+    /// Line latencies (ns) of the timestamp lines.
+    pub samples: Vec<u64>,
 }
 
 impl LineClock {
     /// Feeds a chunk that arrived at `now_ns`; records each completed timestamp line.
-    pub fn feed(&mut self, chunk: &[u8], now_ns: u64, lat: &mut Latency) {
+    pub fn feed(&mut self, chunk: &[u8], now_ns: u64) {
         self.bytes += chunk.len() as u64;
         let mut rest = chunk;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             self.lines += 1;
             let line = &rest[..i];
             if self.partial.is_empty() {
-                self.line(line, now_ns, lat);
+                self.line(line, now_ns);
             } else {
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
-                self.line(&whole, now_ns, lat);
+                self.line(&whole, now_ns);
             }
             rest = &rest[i + 1..];
         }
@@ -113,10 +116,17 @@ impl LineClock {
         }
     }
 
-    fn line(&mut self, line: &[u8], now_ns: u64, lat: &mut Latency) {
+    fn line(&mut self, line: &[u8], now_ns: u64) {
         if let Some(ts) = parse_timestamp(line) {
             self.last_stamp = Some(ts);
-            lat.record_ns(now_ns.saturating_sub(ts));
+            self.samples.push(now_ns.saturating_sub(ts));
+        }
+    }
+
+    /// Moves this task's line latencies into `lat`.
+    pub fn record_into(&self, lat: &mut Latency) {
+        for &ns in &self.samples {
+            lat.record_ns(ns);
         }
     }
 }

@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::Measured;
-use crate::bench::stats::{Latency, LineClock};
+use crate::bench::stats::LineClock;
 
 /// How one child ended, as its supervising code saw it.
 pub struct TaskEnd {
     pub status: Result<ExitStatus, String>,
     pub stdout: LineClock,
-    /// Line latencies seen on stdout.
-    pub lines: Latency,
 }
 
 pub enum Msg {
@@ -340,13 +338,13 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
                 &mut m,
                 &ctx.bar,
                 |m, idx, _s, _d, end| {
-                    m.latency.merge(&end.lines);
+                    end.stdout.record_into(&mut m.latency);
                     bytes += end.stdout.bytes;
                     nlines += end.stdout.lines;
-                    if end.lines.len() != rounds {
+                    if end.stdout.samples.len() as u64 != rounds {
                         m.error(format!(
                             "task {idx}: {} of {rounds} timestamp lines",
-                            end.lines.len()
+                            end.stdout.samples.len()
                         ));
                     }
                     Expect::Success.check(m, idx, &end);

@@ -167,7 +167,7 @@ fn chatty(tasks: u64, rounds: u64, lines: u64, ctx: &Ctx) -> Result<Measured, No
         match spawned {
             Ok(mut c) => {
                 let out = c.stdout.take().expect("piped");
-                children.push((c, Some(out), LineClock::default(), Latency::default()));
+                children.push((c, Some(out), LineClock::default()));
             }
             Err(e) => m.error(format!("spawn {idx}: {e}")),
         }
@@ -201,7 +201,7 @@ fn chatty(tasks: u64, rounds: u64, lines: u64, ctx: &Ctx) -> Result<Measured, No
             let got = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
             let c = &mut children[i];
             if got > 0 {
-                c.2.feed(&buf[..got as usize], mono_ns(), &mut c.3);
+                c.2.feed(&buf[..got as usize], mono_ns());
             } else if got == 0 || p.revents & (libc::POLLHUP | libc::POLLERR) != 0 && got < 0 {
                 c.1 = None;
                 open -= 1;
@@ -219,11 +219,11 @@ fn chatty(tasks: u64, rounds: u64, lines: u64, ctx: &Ctx) -> Result<Measured, No
     for (i, c) in children.iter().enumerate() {
         bytes += c.2.bytes;
         nlines += c.2.lines;
-        m.latency.merge(&c.3);
-        if c.3.len() != rounds {
+        c.2.record_into(&mut m.latency);
+        if c.2.samples.len() as u64 != rounds {
             m.error(format!(
                 "task {i}: {} of {rounds} timestamp lines",
-                c.3.len()
+                c.2.samples.len()
             ));
         }
     }

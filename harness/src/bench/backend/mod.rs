@@ -38,6 +38,9 @@ pub struct Measured {
     pub survivors: u64,
     /// RSS with the whole fleet up (idle), KiB.
     pub fleet_rss_kib: Option<u64>,
+    /// RSS once the backend is set up (pool built, runtime started), before any task, KiB:
+    /// RSS per task counts from here, so fixed costs are not spread over the tasks.
+    pub base_rss_kib: Option<u64>,
     /// Scenario-specific figures (`idle_cpu_s`, `spawn_s`, `killall_s`, ...).
     pub extra: BTreeMap<String, f64>,
     pub notes: Vec<String>,

@@ -12,7 +12,7 @@ use super::common::{run_with, Launch, Msg, TaskEnd};
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::mono_ns;
 use crate::bench::scenario::{Child, Params};
-use crate::bench::stats::{Latency, LineClock};
+use crate::bench::stats::LineClock;
 
 struct Threads {
     tag: String,
@@ -91,14 +91,13 @@ fn supervise(mut cmd: Command, idx: usize, tx: &Sender<Msg>) {
         pid: child.id() as i32,
     });
     let mut clock = LineClock::default();
-    let mut lines = Latency::default();
     let mut buf = vec![0u8; 8 * 1024];
     if let Some(mut out) = child.stdout.take() {
         while let Ok(n) = out.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            clock.feed(&buf[..n], mono_ns(), &mut lines);
+            clock.feed(&buf[..n], mono_ns());
         }
     }
     if let Some(mut err) = child.stderr.take() {
@@ -117,7 +116,6 @@ fn supervise(mut cmd: Command, idx: usize, tx: &Sender<Msg>) {
         end: TaskEnd {
             status,
             stdout: clock,
-            lines,
         },
     });
 }

@@ -14,7 +14,7 @@ use super::common::{run_with, Launch, Msg, TaskEnd};
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::mono_ns;
 use crate::bench::scenario::{Child, Params};
-use crate::bench::stats::{Latency, LineClock};
+use crate::bench::stats::LineClock;
 
 struct Tokio {
     rt: tokio::runtime::Runtime,
@@ -85,15 +85,14 @@ async fn supervise(
     let mut err = child.stderr.take().expect("stderr piped");
     let read_out = async move {
         let mut clock = LineClock::default();
-        let mut lat = Latency::default();
         let mut buf = vec![0u8; 8 * 1024];
         while let Ok(n) = out.read(&mut buf).await {
             if n == 0 {
                 break;
             }
-            clock.feed(&buf[..n], mono_ns(), &mut lat);
+            clock.feed(&buf[..n], mono_ns());
         }
-        (clock, lat)
+        clock
     };
     let read_err = async move {
         let mut buf = vec![0u8; 8 * 1024];
@@ -112,12 +111,11 @@ async fn supervise(
             }
         }
     };
-    let ((stdout, lines), (), status) = tokio::join!(read_out, read_err, wait);
+    let (stdout, (), status) = tokio::join!(read_out, read_err, wait);
     let done_ns = mono_ns();
     let end = TaskEnd {
         status: status.map_err(|e| e.to_string()),
         stdout,
-        lines,
     };
     let _ = tx.send(Msg::Done {
         idx,
@@ -139,7 +137,11 @@ pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
         kill: (0..2).map(|_| watch::channel(false)).collect(),
         sem: vec![None, None],
     };
-    let result = run_with(&mut t, params, ctx);
+    let base = crate::bench::resources::rss().rss_kib;
+    let result = run_with(&mut t, params, ctx).map(|mut m| {
+        m.base_rss_kib = Some(base);
+        m
+    });
     t.rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }

@@ -14,7 +14,7 @@ use pidring::{
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::{cpu_self, mono_ns, rss};
 use crate::bench::scenario::{Child, Params, Programs};
-use crate::bench::stats::{Latency, LineClock};
+use crate::bench::stats::LineClock;
 
 const MAIN: usize = 0;
 const FLEET: usize = 1;
@@ -40,7 +40,6 @@ struct Tracked {
     start_ns: u64,
     handle: TaskHandle,
     clock: LineClock,
-    lines: Latency,
 }
 
 /// A task that ended: what the scenario looks at.
@@ -51,7 +50,6 @@ struct Ended {
     done_ns: u64,
     outcome: Outcome,
     clock: LineClock,
-    lines: Latency,
 }
 
 /// The measuring thread's view of the pool: tasks by id, and events that came before the
@@ -103,7 +101,7 @@ impl Book {
             recv(subs) -> sub => match sub {
                 Ok(Sub::Spawned { group, idx, start_ns, handle }) => {
                     let id = handle.id();
-                    self.live.insert(id, Tracked { group, idx, start_ns, handle, clock: LineClock::default(), lines: Latency::default() });
+                    self.live.insert(id, Tracked { group, idx, start_ns, handle, clock: LineClock::default() });
                     self.spawned[group] += 1;
                     self.reported[group] += 1;
                     for (at, ev) in self.early.remove(&id).unwrap_or_default() {
@@ -136,7 +134,7 @@ impl Book {
         match ev {
             Event::Output { stream, bytes, .. } => {
                 if stream == StreamId::STDOUT {
-                    t.clock.feed(&bytes, at, &mut t.lines);
+                    t.clock.feed(&bytes, at);
                 }
             }
             Event::Exited { .. } => {}
@@ -149,7 +147,6 @@ impl Book {
                     done_ns: at,
                     outcome,
                     clock: t.clock,
-                    lines: t.lines,
                 });
             }
         }
@@ -230,7 +227,10 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
             BuildError::BackendUnavailable(..) => NotRun::Unavailable(e.to_string()),
             other => NotRun::Failed(format!("Pool::build: {other}")),
         })?;
-    let mut m = Measured::default();
+    let mut m = Measured {
+        base_rss_kib: Some(rss().rss_kib),
+        ..Default::default()
+    };
     m.notes.push(format!(
         "pool: {} driver, {} containment, {workers} workers",
         pool.backend().as_str(),
@@ -472,14 +472,14 @@ fn scenario(
                 while ended + book.failed[MAIN] < n && Instant::now() < deadline {
                     book.pump(&events, &sub_rx, m, tick);
                     for e in book.ended.drain(..) {
-                        m.latency.merge(&e.lines);
+                        e.clock.record_into(&mut m.latency);
                         bytes += e.clock.bytes;
                         nlines += e.clock.lines;
-                        if e.lines.len() != rounds {
+                        if e.clock.samples.len() as u64 != rounds {
                             m.error(format!(
                                 "task {}: {} of {rounds} timestamp lines",
                                 e.idx,
-                                e.lines.len()
+                                e.clock.samples.len()
                             ));
                         }
                         expect_reason(m, &e, |r| *r == Reason::Exited(0));
