@@ -20,6 +20,10 @@ pub fn stop_being_subreaper() -> io::Result<()> {
 /// Reaps the zombie children of this process for which `is_task_runner(pid)` is false, and
 /// returns how many it reaped.
 ///
+/// Cost: one `waitid(WNOWAIT)` peek when no child waits to be reaped (the usual case).
+/// When a task-runner's zombie is the one the kernel shows first, it falls back to reading
+/// `/proc/self/task/*/children`, which is O(children): rate-limit calls during a kill-all.
+///
 /// Task-runners are left alone: their status belongs to the worker (it reaps them through
 /// their pidfds). Reaping a zombie child by pid is safe: its pid cannot be reused before it
 /// is reaped. Note that it reaps *every* other zombie child of the process, including ones
@@ -27,21 +31,44 @@ pub fn stop_being_subreaper() -> io::Result<()> {
 /// children, as `pidring run` does.
 pub fn reap_orphans(is_task_runner: impl Fn(i32) -> bool) -> usize {
     let mut reaped = 0;
+    // Fast path: peek (WNOWAIT) at an exited child; most of the time there is none, and
+    // one syscall says so. A runner's zombie hides the others: then scan.
+    for _ in 0..1024 {
+        match crate::sys::pidfd::peek_exited_child() {
+            Ok(Some(pid)) if !is_task_runner(pid) => {
+                if reap_pid(pid) {
+                    reaped += 1;
+                } else {
+                    break;
+                }
+            }
+            Ok(Some(_runner)) => break,
+            Ok(None) | Err(_) => return reaped,
+        }
+    }
     for pid in children() {
         if is_task_runner(pid) || !is_zombie(pid) {
             continue;
         }
-        let Some(p) = Pid::from_raw(pid) else {
-            continue;
-        };
-        if let Ok(Some(_)) = rustix::process::waitid(
-            WaitId::Pid(p),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
+        if reap_pid(pid) {
             reaped += 1;
         }
     }
     reaped
+}
+
+/// Reaps our exited child `pid` (never blocks).
+fn reap_pid(pid: i32) -> bool {
+    let Some(p) = Pid::from_raw(pid) else {
+        return false;
+    };
+    matches!(
+        rustix::process::waitid(
+            WaitId::Pid(p),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG
+        ),
+        Ok(Some(_))
+    )
 }
 
 /// Our children: `/proc/self/task/*/children` (each thread's), or, where the kernel lacks

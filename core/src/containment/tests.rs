@@ -391,31 +391,54 @@ fn process_group_mode_signals_the_group_and_documents_the_setsid_escape() {
 fn subreaper_reaps_orphans_but_never_a_runner() {
     let _g = serial();
     become_subreaper().unwrap();
-    // The runner double-forks a short-lived orphan and then exits itself with 3.
+    let me = std::process::id() as i32;
+    let orphan_zombies =
+        |runner: i32| pids_with(|pid, state, ppid| pid != runner && state == 'Z' && ppid == me);
+
+    // 1. The runner double-forks a short-lived orphan and exits with 3: both are zombies
+    //    of ours; only the orphan may be reaped.
     let child = start(
         sh("sh -c 'sleep 0.2 &' ; exit 3")
             .stdout(Stdio::Null)
             .stderr(Stdio::Null),
     );
     let runner = child.pid;
-    // Wait until the runner is a zombie and an orphan of ours is a zombie too.
-    let orphan_zombie = || {
-        pids_with(|pid, state, ppid| {
-            pid != runner && state == 'Z' && ppid == std::process::id() as i32
-        })
-    };
     assert!(eventually(T, || matches!(stat_of(runner), Some(('Z', _)))
-        && !orphan_zombie().is_empty()));
+        && !orphan_zombies(runner).is_empty()));
     let reaped = reap_orphans(|pid| pid == runner);
-    stop_being_subreaper().unwrap();
     assert!(reaped >= 1, "reaped {reaped}");
-    assert!(orphan_zombie().is_empty());
-    // The runner's status is intact.
-    assert!(matches!(stat_of(runner), Some(('Z', _))));
+    assert!(orphan_zombies(runner).is_empty());
+    assert!(
+        matches!(stat_of(runner), Some(('Z', _))),
+        "the runner must be left alone"
+    );
     assert_eq!(
         crate::sys::pidfd::reap(child.pidfd.as_fd()).unwrap(),
         Some(ExitStatus::Code(3))
     );
+
+    // 2. The runner still runs; its orphan exits (the fast WNOWAIT path).
+    let child = start(
+        sh("sh -c 'sleep 0.1 &'; exec sleep 300")
+            .stdout(Stdio::Null)
+            .stderr(Stdio::Null),
+    );
+    let runner = child.pid;
+    assert!(eventually(T, || !orphan_zombies(runner).is_empty()));
+    assert_eq!(reap_orphans(|pid| pid == runner), 1);
+    assert_eq!(reap_orphans(|pid| pid == runner), 0);
+    assert_eq!(
+        crate::sys::pidfd::reap(child.pidfd.as_fd()).unwrap(),
+        None,
+        "runner untouched"
+    );
+    crate::sys::pidfd::send_signal(child.pidfd.as_fd(), libc::SIGKILL, false).unwrap();
+    assert_eq!(
+        wait_exit(&child.pidfd, T),
+        ExitStatus::Signal(libc::SIGKILL)
+    );
+
+    stop_being_subreaper().unwrap();
     assert!(zombie_children().is_empty());
 }
 

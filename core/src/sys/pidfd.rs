@@ -118,5 +118,36 @@ pub(crate) fn exit_info(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>>
     Ok(Some(decode_wait_status(info.exit_code)))
 }
 
+/// `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: the pid of some child of this process
+/// (any thread's) that has exited and waits to be reaped, without reaping it. `Ok(None)`
+/// when there is none (or no child at all).
+pub(crate) fn peek_exited_child() -> io::Result<Option<i32>> {
+    loop {
+        // SAFETY: `siginfo_t` is plain data; all-zero is how WNOHANG reports "none".
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(2) with a pointer to a live `siginfo_t`; WNOWAIT leaves the child
+        // as it is.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: the kernel filled `info` for a child event, or left it zeroed.
+        let pid = unsafe { info.si_pid() };
+        return Ok((pid != 0).then_some(pid));
+    }
+}
+
 #[cfg(test)]
 mod tests;

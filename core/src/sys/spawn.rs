@@ -73,6 +73,7 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
+#[allow(dead_code)]
 impl Prepared {
     /// The program as given, for messages.
     pub(crate) fn program(&self) -> &str {

@@ -268,6 +268,90 @@ fn no_fd_leak_and_no_zombie() {
     );
 }
 
+/// EMFILE while creating the pipes → `TooManyFiles`, and nothing leaks. Runs in a copy of
+/// this test binary, because lowering RLIMIT_NOFILE affects the whole process.
+#[test]
+fn out_of_fds_is_too_many_files_without_leak() {
+    let _g = serial();
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "sys::spawn::tests::emfile_inner",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PIDRING_EMFILE_INNER", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("emfile inner ok"), "{text}");
+}
+
+#[test]
+fn emfile_inner() {
+    if std::env::var_os("PIDRING_EMFILE_INNER").is_none() {
+        return; // only in the copy started by `out_of_fds_is_too_many_files_without_leak`
+    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let spec = sh("echo x").channel(3).channel(4);
+    let prepared = prepare(&spec).unwrap();
+    let hard = getrlimit(Resource::Nofile).maximum;
+    // Room for 0..=5 extra fds: each attempt fails at a different step.
+    for room in 0..6u64 {
+        let before = fd_count();
+        // Fill the gaps in the fd table (new fds take the lowest free number), so that the
+        // limit below leaves exactly `room` free numbers.
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()))
+            .max()
+            .unwrap();
+        let mut fillers = Vec::new();
+        let max_fd = loop {
+            let fd = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap();
+            let n = std::os::fd::AsRawFd::as_raw_fd(&fd) as u64;
+            fillers.push(fd);
+            if n >= highest {
+                break n; // every number up to n is now in use, none above it
+            }
+        };
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max_fd + 1 + room),
+                maximum: hard,
+            },
+        )
+        .unwrap();
+        let r = spawn(&prepared, &no_placement());
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: hard,
+                maximum: hard,
+            },
+        )
+        .unwrap();
+        drop(fillers);
+        match r {
+            Err(SpawnError::TooManyFiles) => {}
+            Ok(child) => panic!("spawned with room {room}: {child:?}"),
+            Err(e) => panic!("room {room}: {e:?}"),
+        }
+        assert_eq!(fd_count(), before, "leak at room {room}");
+    }
+    println!("emfile inner ok");
+}
+
 #[test]
 fn pdeathsig_follows_spawning_thread() {
     let _g = serial();
