@@ -17,15 +17,27 @@ impl fmt::Display for TaskId {
 /// Per task, in this order: every `Output`, then one `Exited`, then one `Done`, last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Output { task: TaskId, stream: StreamId, bytes: Vec<u8> },
-    Exited { task: TaskId, status: ExitStatus },
-    Done { task: TaskId, outcome: Outcome },
+    Output {
+        task: TaskId,
+        stream: StreamId,
+        bytes: Vec<u8>,
+    },
+    Exited {
+        task: TaskId,
+        status: ExitStatus,
+    },
+    Done {
+        task: TaskId,
+        outcome: Outcome,
+    },
 }
 
 impl Event {
     pub fn task(&self) -> TaskId {
         match self {
-            Event::Output { task, .. } | Event::Exited { task, .. } | Event::Done { task, .. } => *task,
+            Event::Output { task, .. } | Event::Exited { task, .. } | Event::Done { task, .. } => {
+                *task
+            }
         }
     }
 }

@@ -78,13 +78,15 @@ impl TaskSpec {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets one environment variable of the child.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
         self
     }
 
@@ -108,7 +110,11 @@ impl TaskSpec {
 
     pub fn stdin(mut self, stdin: Stdio) -> Self {
         // Capturing stdin means writing to it, which is not supported yet: treat as null.
-        self.stdin = if stdin == Stdio::Capture { Stdio::Null } else { stdin };
+        self.stdin = if stdin == Stdio::Capture {
+            Stdio::Null
+        } else {
+            stdin
+        };
         self
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,36 +16,32 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The `pidring` binary (whose hidden `helper` subcommand is the test program), built on
-/// demand with the profile of this test binary if it is not there yet.
+/// The test program (`pidring helper`'s code, built by this crate, so always current).
+/// Cargo builds a package's binaries before running its integration tests, next to them:
+/// the test runs from `target/<profile>/deps/`, the helper sits in `target/<profile>/`.
 pub fn pidring_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/<test-binary>
-        let profile_dir = exe
+        let bin = exe
             .parent()
             .and_then(Path::parent)
             .expect("test binary lives in target/<profile>/deps")
-            .to_path_buf();
-        let bin = profile_dir.join("pidring");
-        if !bin.exists() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "-p", "pidring-harness", "--bin", "pidring"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build for the pidring binary");
-            assert!(status.success(), "building the pidring binary failed");
-        }
+            .join("pidring-helper");
+        assert!(
+            bin.exists(),
+            "{} is missing: run the tests through cargo",
+            bin.display()
+        );
         bin
     })
 }
 
 /// A spec running `pidring helper STEPS...`.
 pub fn helper(steps: &[&str]) -> pidring::TaskSpec {
-    pidring::TaskSpec::new(pidring_bin()).arg("helper").args(steps)
+    pidring::TaskSpec::new(pidring_bin())
+        .arg("helper")
+        .args(steps)
 }
 
 /// The byte pattern of the helper's `out=N` / `err=N`.
@@ -62,11 +59,15 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     pub fn stdout(&self) -> &[u8] {
-        self.output.get(&StreamId::STDOUT).map_or(&[], Vec::as_slice)
+        self.output
+            .get(&StreamId::STDOUT)
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn stderr(&self) -> &[u8] {
-        self.output.get(&StreamId::STDERR).map_or(&[], Vec::as_slice)
+        self.output
+            .get(&StreamId::STDERR)
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn outcome(&self) -> &Outcome {
@@ -77,21 +78,29 @@ impl TaskRecord {
 /// Collects events until every task in `tasks` is `Done`, asserting the per-task order
 /// the pool promises: every `Output`, then one `Exited`, then one `Done`, last.
 pub fn collect(pool: &Pool, tasks: &[TaskId], limit: Duration) -> HashMap<TaskId, TaskRecord> {
-    let mut records: HashMap<TaskId, TaskRecord> = tasks.iter().map(|t| (*t, TaskRecord::default())).collect();
+    let mut records: HashMap<TaskId, TaskRecord> =
+        tasks.iter().map(|t| (*t, TaskRecord::default())).collect();
     let mut remaining = tasks.len();
     let deadline = Instant::now() + limit;
     while remaining > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         let event = match pool.events().recv_timeout(left) {
             Ok(event) => event,
-            Err(_) => panic!("{remaining} of {} tasks not Done within {limit:?}", tasks.len()),
+            Err(_) => panic!(
+                "{remaining} of {} tasks not Done within {limit:?}",
+                tasks.len()
+            ),
         };
         let record = records.entry(event.task()).or_default();
         assert!(record.outcome.is_none(), "event after Done: {event:?}");
         match event {
             Event::Output { stream, bytes, .. } => {
                 assert!(record.exited.is_none(), "Output after Exited");
-                record.output.entry(stream).or_default().extend_from_slice(&bytes);
+                record
+                    .output
+                    .entry(stream)
+                    .or_default()
+                    .extend_from_slice(&bytes);
             }
             Event::Exited { status, .. } => {
                 assert!(record.exited.is_none(), "two Exited events");
@@ -127,7 +136,9 @@ pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
 /// Children of this process that are zombies (nobody reaped them).
 pub fn our_zombies() -> Vec<i32> {
     let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| proc_stat(*pid).is_some_and(|(state, ppid)| state == 'Z' && ppid == me))
         .collect()
@@ -203,7 +214,13 @@ pub fn kill_by_pidfd(pid: i32) {
     unsafe {
         let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
         if fd >= 0 {
-            libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0);
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                libc::SIGKILL,
+                std::ptr::null::<u8>(),
+                0,
+            );
             libc::close(fd);
         }
     }

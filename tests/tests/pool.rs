@@ -9,7 +9,10 @@ use pidring_tests::*;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn pool(workers: usize) -> Pool {
-    Pool::builder().workers(workers).build().expect("build pool")
+    Pool::builder()
+        .workers(workers)
+        .build()
+        .expect("build pool")
 }
 
 /// Every test ends here: nothing of ours is left behind.
@@ -32,8 +35,12 @@ fn output_is_delivered_byte_for_byte_including_10_mb_and_output_just_before_exit
         let big = pool
             .spawn(helper(&["out=10485760", "err=3000000", "exit=0"]))
             .unwrap();
-        let last_moment = pool.spawn(helper(&["sleep=50", "out=200000", "exit=5"])).unwrap();
-        let small = pool.spawn(TaskSpec::new("sh").args(["-c", "printf hello; printf oops >&2"])).unwrap();
+        let last_moment = pool
+            .spawn(helper(&["sleep=50", "out=200000", "exit=5"]))
+            .unwrap();
+        let small = pool
+            .spawn(TaskSpec::new("sh").args(["-c", "printf hello; printf oops >&2"]))
+            .unwrap();
         let records = collect(&pool, &[big.id(), last_moment.id(), small.id()], LIMIT);
 
         let big = &records[&big.id()];
@@ -93,7 +100,9 @@ fn terminate_escalates_to_sigkill_after_grace_for_a_child_ignoring_sigterm() {
     {
         let pool = pool(1);
         let stubborn = pool
-            .spawn(helper(&["ignore-term", "out=5", "sleep=60000"]).grace(Duration::from_millis(300)))
+            .spawn(
+                helper(&["ignore-term", "out=5", "sleep=60000"]).grace(Duration::from_millis(300)),
+            )
             .unwrap();
         let polite = pool
             .spawn(helper(&["sleep=60000"]).grace(Duration::from_secs(30)))
@@ -105,17 +114,27 @@ fn terminate_escalates_to_sigkill_after_grace_for_a_child_ignoring_sigterm() {
         let records = collect(&pool, &[stubborn.id(), polite.id()], LIMIT);
         let stubborn_rec = &records[&stubborn.id()];
         assert_eq!(stubborn_rec.outcome().reason, Reason::Terminated);
-        assert_eq!(stubborn_rec.outcome().status, ExitStatus::Signal(9), "needed SIGKILL");
+        assert_eq!(
+            stubborn_rec.outcome().status,
+            ExitStatus::Signal(9),
+            "needed SIGKILL"
+        );
         assert!(stubborn_rec.outcome().tree_signalled);
         assert_eq!(stubborn_rec.stdout(), b"abcde");
         // SIGTERM sufficed for the polite one: it did not wait out its 30 s grace.
-        assert_eq!(records[&polite.id()].outcome().status, ExitStatus::Signal(15));
+        assert_eq!(
+            records[&polite.id()].outcome().status,
+            ExitStatus::Signal(15)
+        );
         assert!(started.elapsed() < Duration::from_secs(25));
         assert!(!alive(stubborn.pid() as i32));
         // Requests after the end are ignored, not errors.
         stubborn.kill().unwrap();
         stubborn.signal(1).unwrap();
-        assert!(stubborn.signal(0).is_err(), "signal 0 is not a valid request");
+        assert!(
+            stubborn.signal(0).is_err(),
+            "signal 0 is not a valid request"
+        );
         pool.shutdown();
     }
     assert_clean(fds);
@@ -174,9 +193,24 @@ fn spawn_errors_are_typed_and_leave_nothing_behind() {
             Err(SpawnError::NotFound(_)) => {}
             other => panic!("expected NotFound, got {other:?}"),
         }
-        match pool.spawn(TaskSpec::new("/etc/hostname")) {
+        let dir = TempDir::new("spawn-errors");
+        let not_executable = dir.path("data.txt");
+        std::fs::write(&not_executable, "just text\n").unwrap();
+        set_mode(&not_executable, 0o644);
+        match pool.spawn(TaskSpec::new(&not_executable)) {
             Err(SpawnError::PermissionDenied(_)) => {}
             other => panic!("expected PermissionDenied, got {other:?}"),
+        }
+        let garbage = dir.path("garbage");
+        std::fs::write(&garbage, [0x7f, 0x45, 0x4c, 0x46, 0, 1, 2, 3]).unwrap();
+        set_mode(&garbage, 0o755);
+        match pool.spawn(TaskSpec::new(&garbage)) {
+            Err(SpawnError::NotExecutable(_)) => {}
+            other => panic!("expected NotExecutable, got {other:?}"),
+        }
+        match pool.spawn(TaskSpec::new(helper_dir()).arg("x")) {
+            Err(SpawnError::PermissionDenied(_)) => {}
+            other => panic!("a directory is not executable: got {other:?}"),
         }
         match pool.spawn(TaskSpec::new("nul\0byte")) {
             Err(SpawnError::InvalidSpec(_)) => {}
@@ -185,7 +219,12 @@ fn spawn_errors_are_typed_and_leave_nothing_behind() {
         // The pool still works.
         let ok = pool.spawn(helper(&["exit=3"])).unwrap();
         let records = collect(&pool, &[ok.id()], LIMIT);
-        assert_eq!(records[&ok.id()].outcome().reason, Reason::Exited(3));
+        assert_eq!(
+            records[&ok.id()].outcome().reason,
+            Reason::Exited(3),
+            "{:?}",
+            records[&ok.id()]
+        );
         assert_eq!(pool.stats().live_tasks, 0);
         pool.shutdown();
     }
@@ -198,21 +237,42 @@ fn a_foreign_reaper_does_not_hang_the_task_and_its_status_survives() {
     let fds = fd_count();
     {
         let pool = pool(1);
-        let task = pool.spawn(helper(&["sleep=300", "out=3", "exit=7"])).unwrap();
-        // Like Celery's SIGCHLD handler: waitpid(-1) in the host process takes the child.
-        let thief = std::thread::spawn(|| {
-            let mut status = 0;
-            // SAFETY: plain libc call with a valid out-pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-            (pid, status)
-        });
-        let (stolen_pid, raw) = thief.join().unwrap();
-        assert_eq!(stolen_pid, task.pid() as i32, "the thief reaped our task");
-        assert_eq!(libc::WEXITSTATUS(raw), 7);
-        let records = collect(&pool, &[task.id()], LIMIT);
-        let record = &records[&task.id()];
-        assert_eq!(record.stdout(), b"abc");
-        assert_eq!(record.outcome().status, ExitStatus::Code(7), "status from PIDFD_GET_INFO");
+        // Like Celery's SIGCHLD handler: waitpid(-1) in the host process races our worker
+        // for the child. Whoever wins, the task must reach Done with its real status; the
+        // test repeats until the thief has won at least once.
+        let mut steals = 0;
+        for _attempt in 0..60 {
+            let task = pool
+                .spawn(helper(&["sleep=100", "out=3", "exit=7"]))
+                .unwrap();
+            let thief = std::thread::spawn(|| {
+                let mut status = 0;
+                // SAFETY: plain libc call with a valid out-pointer.
+                let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+                (pid, status)
+            });
+            let (stolen_pid, raw) = thief.join().unwrap();
+            if stolen_pid == task.pid() as i32 {
+                steals += 1;
+                assert_eq!(libc::WEXITSTATUS(raw), 7);
+            }
+            let records = collect(&pool, &[task.id()], LIMIT);
+            let record = &records[&task.id()];
+            assert_eq!(record.stdout(), b"abc");
+            assert_eq!(
+                record.outcome().status,
+                ExitStatus::Code(7),
+                "status lost to the thief"
+            );
+            assert_eq!(record.outcome().reason, Reason::Exited(7));
+            if steals > 0 {
+                break;
+            }
+        }
+        assert!(
+            steals > 0,
+            "the foreign reaper never won the race: the case was not exercised"
+        );
         pool.shutdown();
     }
     assert_clean(fds);
@@ -226,10 +286,14 @@ fn two_thousand_concurrent_tasks_over_two_workers_all_reach_done() {
         let pool = pool(2);
         let mut ids = Vec::new();
         for i in 0..2000 {
-            let spec = TaskSpec::new("sh").args(["-c", &format!("sleep 0.5; echo {i}; exit {}", i % 7)]);
+            let spec =
+                TaskSpec::new("sh").args(["-c", &format!("sleep 0.5; echo {i}; exit {}", i % 7)]);
             ids.push(pool.spawn(spec).unwrap().id());
         }
-        assert!(fd_count() <= fds + 8, "per-task fds leaked into the process table");
+        assert!(
+            fd_count() <= fds + 8,
+            "per-task fds leaked into the process table"
+        );
         let records = collect(&pool, &ids, Duration::from_secs(120));
         for (i, id) in ids.iter().enumerate() {
             let record = &records[id];
@@ -259,7 +323,10 @@ fn ten_thousand_idle_tasks_keep_the_fd_table_flat() {
         let started = Instant::now();
         let mut handles = Vec::with_capacity(N);
         for _ in 0..N {
-            handles.push(pool.spawn(TaskSpec::new("sleep").arg("600")).expect("spawn"));
+            handles.push(
+                pool.spawn(TaskSpec::new("sleep").arg("600"))
+                    .expect("spawn"),
+            );
         }
         let spawn_time = started.elapsed();
         let fds_during = fd_count();
@@ -277,7 +344,9 @@ fn ten_thousand_idle_tasks_keep_the_fd_table_flat() {
         let ids: Vec<_> = handles.iter().map(|h| h.id()).collect();
         let records = collect(&pool, &ids, Duration::from_secs(120));
         let kill_all = killed.elapsed();
-        assert!(records.values().all(|r| r.outcome().status == ExitStatus::Signal(9)));
+        assert!(records
+            .values()
+            .all(|r| r.outcome().status == ExitStatus::Signal(9)));
         eprintln!(
             "idle fleet: {N} tasks on {} workers, spawned in {:.2?} ({:.0}/s); supervisor RSS \
              {rss_per_task} B/task; kernel slab {slab_per_task} B/task; kill-all to last Done \
@@ -308,6 +377,15 @@ fn process_group_containment_runs_tasks_too() {
         pool.shutdown();
     }
     assert_clean(fds);
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn helper_dir() -> &'static std::path::Path {
+    pidring_bin().parent().unwrap()
 }
 
 fn rss_kib() -> u64 {
