@@ -14,6 +14,9 @@
 //! 5. and 7. Liveness: no stream is ever left neither reading nor closed, no process neither
 //!    reaped nor waited for; [`Checker::finish`] fails if `Release` never came (the driver in
 //!    [`super::sim`] completes every op and runs the clock, so every sequence must end).
+//!    With `TreeWatch::Notifies`, a watch still in flight `grace` after SIGKILL must be
+//!    cancelled ([`Violation::KillWaitUnbounded`]); a stream whose read was cancelled is never
+//!    read again.
 //! 6. Kill escalation: `Terminate` sends SIGTERM to a tree that may live, `Kill` SIGKILL, and
 //!    SIGKILL follows once `grace` has passed since SIGTERM; no SIGKILL early, no SIGTERM
 //!    after SIGKILL, no signal twice, no signal to a tree known empty, no `SignalMain` after
@@ -103,6 +106,8 @@ pub enum Violation {
         "poll_timeout() is {0:?} (after Release, or a deadline left due after handle_timeout)"
     )]
     BadTimeout(Option<Duration>),
+    #[error("SIGKILL + grace passed and the tree watch was not cancelled")]
+    KillWaitUnbounded,
     #[error("stream {0:?} is neither reading nor closed")]
     StreamStuck(StreamId),
     #[error("the process is neither reaped nor waited for")]
@@ -114,6 +119,8 @@ struct StreamModel {
     id: StreamId,
     in_flight: bool,
     cancel_sent: bool,
+    /// A `Cancel(Op::Read)` was ever sent: the stream must not be read again.
+    cancel_ever: bool,
     closed: bool,
     bytes: u64,
 }
@@ -139,6 +146,7 @@ pub struct Checker {
     tree_empty: bool,
     sigterm_at: Option<Instant>,
     sigkill_sent: bool,
+    sigkill_at: Option<Instant>,
     exited: bool,
     done: Option<Outcome>,
     released: bool,
@@ -160,6 +168,7 @@ fn streams_model(config: &TaskConfig, closed: bool) -> Vec<StreamModel> {
                 id,
                 in_flight: false,
                 cancel_sent: false,
+                cancel_ever: false,
                 closed,
                 bytes: 0,
             });
@@ -190,6 +199,7 @@ impl Checker {
             tree_empty: false,
             sigterm_at: None,
             sigkill_sent: false,
+            sigkill_at: None,
             exited: false,
             done: None,
             released: false,
@@ -318,12 +328,10 @@ impl Checker {
         }
         match *action {
             Action::SubmitRead(id) => {
-                let reaped = self.reaped.is_some();
-                let _ = reaped;
                 let Some(s) = self.streams.iter_mut().find(|s| s.id == id) else {
                     return Err(Violation::UnknownStream(action.clone()));
                 };
-                if s.closed || s.in_flight {
+                if s.closed || s.in_flight || s.cancel_ever {
                     return Err(Violation::BadSubmit(action.clone()));
                 }
                 s.in_flight = true;
@@ -347,6 +355,7 @@ impl Checker {
                     Op::Read(id) => match self.streams.iter_mut().find(|s| s.id == id) {
                         Some(s) if s.in_flight && !s.cancel_sent => {
                             s.cancel_sent = true;
+                            s.cancel_ever = true;
                             true
                         }
                         _ => false,
@@ -447,6 +456,7 @@ impl Checker {
                     return Err(Violation::EarlyKill);
                 }
                 self.sigkill_sent = true;
+                self.sigkill_at = Some(self.now);
             }
             other => return Err(Violation::UnexpectedSignal(other)),
         }
@@ -588,6 +598,20 @@ impl Checker {
                 return Err(Violation::MissingKill);
             }
         }
+        if ticked
+            && self.mode == TreeWatch::Notifies
+            && self.watch_in_flight
+            && !self.watch_cancel_sent
+            && !self.tree_empty
+        {
+            let wait_over = self
+                .sigkill_at
+                .and_then(|t| t.checked_add(self.grace))
+                .is_some_and(|at| at <= self.now);
+            if wait_over {
+                return Err(Violation::KillWaitUnbounded);
+            }
+        }
         Ok(())
     }
 
@@ -612,6 +636,9 @@ impl Checker {
 
     // ----- the model, for drivers (see `super::sim`) -----
 
+    pub fn tree_mode(&self) -> TreeWatch {
+        self.mode
+    }
     /// The streams, in config order (duplicates dropped).
     pub fn stream_ids(&self) -> impl Iterator<Item = StreamId> + '_ {
         self.streams.iter().map(|s| s.id)

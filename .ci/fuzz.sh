@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Fuzzes the task state machine (fuzz/fuzz_targets/task_machine.rs) for $1 seconds
+# (default 60) with the nightly toolchain; fails if the fuzzer finds a crash or a
+# contract violation. Installs cargo-fuzz when it is missing.
+set -euo pipefail
+
+seconds="${1:-60}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "fuzz.sh: the nightly toolchain is required (rustup toolchain install nightly)" >&2
+    exit 1
+fi
+
+cd "$root/fuzz"
+# Work on a scratch copy of the committed seed corpus so the run does not grow the repo.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp -r corpus/task_machine/. "$work/"
+
+# libFuzzer exits non-zero on a crash, a panic (contract violation) or a leak; the crashing
+# input is saved under fuzz/artifacts/task_machine/.
+cargo +nightly fuzz run task_machine "$work" -- \
+    -max_total_time="$seconds" -print_final_stats=1
