@@ -30,6 +30,8 @@ const NO_SLOT: u32 = u32::MAX;
 
 /// How often the subreaper worker looks for orphans when nothing else wakes it.
 const ORPHAN_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest gap between two orphan scans (a kill-all ends thousands of runners at once).
+const ORPHAN_SCAN_MIN_GAP: Duration = Duration::from_millis(10);
 
 /// Where the tree watch of a task stands, as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,13 @@ enum Watch {
     Probing,
     /// A `POLLPRI` on `cgroup.events` is in flight.
     Polling,
+    /// Process-group mode: waiting for the next probe (the kernel has no notification).
+    Sleeping,
 }
+
+/// Process-group mode re-probes an occupied group after this delay, doubling up to the max.
+const PROBE_FIRST_DELAY: Duration = Duration::from_millis(5);
+const PROBE_MAX_DELAY: Duration = Duration::from_millis(100);
 
 struct TaskSlot {
     id: TaskId,
@@ -55,6 +63,8 @@ struct TaskSlot {
     tree_events: Option<OwnedFd>,
     watch: Watch,
     watch_cancel: bool,
+    /// Process-group mode: the delay before the next probe.
+    probe_delay: Duration,
     /// The deadline last registered with the timer heap.
     deadline: Option<Instant>,
     descendants_killed: u64,
@@ -78,6 +88,8 @@ struct Worker {
     generations: Vec<u16>,
     fixed: FixedSlots,
     timers: Timers,
+    /// Re-probes of process groups (see `Watch::Sleeping`).
+    probes: Timers,
     completions: Vec<Completion>,
     commands: Receiver<Command>,
     wake: OwnedFd,
@@ -86,7 +98,9 @@ struct Worker {
     containment: Arc<PoolContainment>,
     runners: Option<Arc<Mutex<HashSet<i32>>>>,
     scans_orphans: bool,
+    periodic_orphan_scan: bool,
     last_orphan_scan: Instant,
+    orphans_pending: bool,
     shutting_down: bool,
 }
 
@@ -117,15 +131,18 @@ pub(super) fn run(
         tasks: Slab::new(),
         generations: Vec::new(),
         timers: Timers::default(),
+        probes: Timers::default(),
         completions: Vec::with_capacity(1024),
         commands,
         wake,
         shared,
         sink: setup.sink,
         containment: setup.containment,
-        scans_orphans: setup.runners.is_some() && setup.index == 0,
+        scans_orphans: setup.runners.is_some(),
+        periodic_orphan_scan: setup.runners.is_some() && setup.index == 0,
         runners: setup.runners,
         last_orphan_scan: Instant::now(),
+        orphans_pending: false,
         shutting_down: false,
     };
     if let Err(e) = worker.arm_wake() {
@@ -148,7 +165,7 @@ impl Worker {
             self.take_commands();
             self.fire_timers();
             if self.scans_orphans {
-                self.scan_orphans(false);
+                self.scan_orphans();
             }
             if self.shutting_down && self.tasks.is_empty() {
                 return Ok(());
@@ -166,9 +183,20 @@ impl Worker {
 
     fn wait_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        let mut timeout = self.timers.next().map(|t| t.saturating_duration_since(now));
-        if self.scans_orphans {
-            timeout = Some(timeout.map_or(ORPHAN_SCAN_INTERVAL, |t| t.min(ORPHAN_SCAN_INTERVAL)));
+        let next = match (self.timers.next(), self.probes.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut timeout = next.map(|t| t.saturating_duration_since(now));
+        let scan_every = if self.orphans_pending {
+            Some(ORPHAN_SCAN_MIN_GAP)
+        } else if self.periodic_orphan_scan {
+            Some(ORPHAN_SCAN_INTERVAL)
+        } else {
+            None
+        };
+        if let Some(every) = scan_every {
+            timeout = Some(timeout.map_or(every, |t| t.min(every)));
         }
         timeout
     }
@@ -307,8 +335,8 @@ impl Worker {
             grace: spec.grace,
             drain: spec.drain,
             tree: match self.containment.kind() {
-                ContainmentKind::Cgroup => TreeWatch::Notifies,
-                ContainmentKind::ProcessGroup => TreeWatch::ProbeOnce,
+                // Process groups have no emptiness notification: the worker re-probes.
+                ContainmentKind::Cgroup | ContainmentKind::ProcessGroup => TreeWatch::Notifies,
             },
             after_exit: spec.after_exit,
         };
@@ -327,6 +355,7 @@ impl Worker {
             tree_events: None,
             watch: Watch::Idle,
             watch_cancel: false,
+            probe_delay: PROBE_FIRST_DELAY,
             deadline: None,
             descendants_killed: 0,
             reaped: false,
@@ -379,6 +408,25 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        while let Some((_, slot, generation)) = self.probes.pop_due(now) {
+            let key = slot as usize;
+            let Some(task) = self.tasks.get_mut(key) else {
+                continue;
+            };
+            if task.generation != generation || task.watch != Watch::Sleeping {
+                continue;
+            }
+            if task.watch_cancel {
+                task.watch_cancel = false;
+                task.watch = Watch::Idle;
+                let result = task.machine.handle_cancelled(Op::TreeWatch, now);
+                self.after_input(key, result);
+            } else if let Err(e) = self.push_install(key, OpTag::InstallProbe) {
+                tracing::error!(error = %e, "cannot submit to the ring");
+            } else {
+                self.tasks[key].watch = Watch::Probing;
+            }
+        }
         while let Some((deadline, slot, generation)) = self.timers.pop_due(now) {
             let key = slot as usize;
             let Some(task) = self.tasks.get_mut(key) else {
@@ -531,9 +579,8 @@ impl Worker {
         let pid = self.tasks[key].pid;
         self.tasks[key].reaped = true;
         self.forget_runner(pid);
-        if self.scans_orphans {
-            self.scan_orphans(true);
-        }
+        // A runner's death may orphan its descendants: look soon, not on every exit.
+        self.orphans_pending = true;
         self.tasks[key].machine.handle_process_exited(status, now)
     }
 
@@ -574,14 +621,17 @@ impl Worker {
             task.tree_events = None;
             return Ok(task.machine.handle_tree_empty(now));
         }
-        if task.watch_cancel || kind == ContainmentKind::ProcessGroup {
+        if task.watch_cancel {
+            task.watch_cancel = false;
             task.tree_events = None;
-            return Ok(if task.watch_cancel {
-                task.watch_cancel = false;
-                task.machine.handle_cancelled(Op::TreeWatch, now)
-            } else {
-                task.machine.handle_tree_occupied(now)
-            });
+            return Ok(task.machine.handle_cancelled(Op::TreeWatch, now));
+        }
+        if kind == ContainmentKind::ProcessGroup {
+            let at = now + task.probe_delay;
+            task.probe_delay = (task.probe_delay * 2).min(PROBE_MAX_DELAY);
+            task.watch = Watch::Sleeping;
+            self.probes.insert(at, key as u32, task.generation);
+            return Ok(Ok(()));
         }
         // cgroup mode, still populated: wait for `cgroup.events` to change.
         if task.tree_events.is_none() {
@@ -718,6 +768,12 @@ impl Worker {
                     self.ring.push(ops::cancel(target, user_data))?;
                 }
                 Watch::Probing => task.watch_cancel = true,
+                Watch::Sleeping => {
+                    // The sleeping probe wakes at once and reports the cancellation.
+                    task.watch_cancel = true;
+                    self.probes
+                        .insert(Instant::now(), key as u32, task.generation);
+                }
                 Watch::Idle => {}
             },
             // The wait ends only with the process: it is never cancelled.
@@ -795,10 +851,17 @@ impl Worker {
 
     // ---- orphans --------------------------------------------------------------------
 
-    fn scan_orphans(&mut self, now_please: bool) {
-        if !now_please && self.last_orphan_scan.elapsed() < ORPHAN_SCAN_INTERVAL {
+    /// Reaps orphaned descendants: soon after one of this worker's runners died (they may
+    /// have left orphans), at most every `ORPHAN_SCAN_MIN_GAP`; and, on worker 0, every
+    /// `ORPHAN_SCAN_INTERVAL` for orphans of trees that outlive their runner.
+    fn scan_orphans(&mut self) {
+        let since = self.last_orphan_scan.elapsed();
+        let due = (self.orphans_pending && since >= ORPHAN_SCAN_MIN_GAP)
+            || (self.periodic_orphan_scan && since >= ORPHAN_SCAN_INTERVAL);
+        if !due {
             return;
         }
+        self.orphans_pending = false;
         self.last_orphan_scan = Instant::now();
         let Some(runners) = &self.runners else { return };
         let runners = lock(runners);
