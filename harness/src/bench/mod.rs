@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Where `<timestamp>/results.json` and `report.html` go.
     #[arg(long, global = true, default_value = "bench-results")]
     pub out_dir: PathBuf,
+    /// Containment of pidring's pool (uring, epoll rows).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub containment: scenario::ContainmentName,
     /// Run every (scenario, backend) in this process instead of a fresh one each.
     #[arg(long, global = true)]
     pub in_process: bool,
@@ -78,6 +81,7 @@ struct ChildSpec {
     params: Params,
     backend: BackendName,
     tag: String,
+    containment: scenario::ContainmentName,
     out: PathBuf,
 }
 
@@ -159,9 +163,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     for (i, (p, b)) in pairs.iter().enumerate() {
         let tag = format!("{}-{}-{}-{i}", std::process::id(), p.name(), b.as_str());
         let mut rec = if isolate {
-            run_isolated(p, *b, &tag, &run_dir, i)
+            run_isolated(p, *b, &tag, args.containment, &run_dir, i)
         } else {
-            run_pair(p, *b, &tag)
+            run_pair(p, *b, &tag, args.containment)
         };
         // Whatever the run left, the harness finds and ends (the record already counted it).
         let left = census::cleanup(&tag, Duration::from_secs(5));
@@ -221,7 +225,7 @@ fn run_child(spec: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rec = run_pair(&spec.params, spec.backend, &spec.tag);
+    let rec = run_pair(&spec.params, spec.backend, &spec.tag, spec.containment);
     match serde_json::to_string(&rec)
         .map_err(std::io::Error::other)
         .and_then(|t| std::fs::write(&spec.out, t))
@@ -235,12 +239,20 @@ fn run_child(spec: &str) -> ExitCode {
 }
 
 /// Runs one (scenario, backend) in a fresh `pidring bench --child` process.
-fn run_isolated(params: &Params, backend: BackendName, tag: &str, dir: &Path, i: usize) -> Record {
+fn run_isolated(
+    params: &Params,
+    backend: BackendName,
+    tag: &str,
+    containment: scenario::ContainmentName,
+    dir: &Path,
+    i: usize,
+) -> Record {
     let out = dir.join(format!(".part-{i}.json"));
     let spec = ChildSpec {
         params: params.clone(),
         backend,
         tag: tag.to_string(),
+        containment,
         out: out.clone(),
     };
     let spec = serde_json::to_string(&spec).expect("serializable");
@@ -288,11 +300,17 @@ fn bar(prefix: String) -> ProgressBar {
 }
 
 /// Runs one (scenario, backend) in this process and measures it.
-fn run_pair(params: &Params, b: BackendName, tag: &str) -> Record {
+fn run_pair(
+    params: &Params,
+    b: BackendName,
+    tag: &str,
+    containment: scenario::ContainmentName,
+) -> Record {
     let ctx = backend::Ctx {
         tag: tag.to_string(),
         programs: scenario::Programs::new(),
         bar: bar(format!("{}/{}", params.name(), b.as_str())),
+        containment,
     };
     resources::reset_peak_rss();
     let rss0 = resources::rss();

@@ -43,8 +43,8 @@ fn qx(q: f64) -> f64 {
 }
 
 fn latency_svg(rows: &[&Record]) -> String {
-    let (w, h) = (720.0, 340.0);
-    let (l, r, t, b) = (70.0, 150.0, 20.0, 45.0);
+    let (w, h) = (760.0, 340.0);
+    let (l, r, t, b) = (70.0, 190.0, 20.0, 45.0);
     let pw = w - l - r;
     let ph = h - t - b;
     let pts: Vec<f64> = rows
@@ -166,7 +166,7 @@ fn throughput_svg(rows: &[&Record]) -> String {
         return String::new();
     }
     let bar_h = 22.0;
-    let (w, l, r) = (720.0, 70.0, 150.0);
+    let (w, l, r) = (760.0, 70.0, 190.0);
     let h = 10.0 + rows.len() as f64 * (bar_h + 8.0) + 10.0;
     let max = rows.iter().map(|r| r.ops_per_s).fold(0.0, f64::max);
     let mut s = String::new();
@@ -212,7 +212,7 @@ pub fn render(results: &Results) -> String {
         "body{font-family:sans-serif;max-width:1100px;margin:1.5em auto;color:#222;padding:0 1em}",
     );
     s.push_str("table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}");
-    s.push_str("td:nth-child(1),td:nth-child(2),th:nth-child(1),th:nth-child(2){text-align:left}tr.na td{color:#888}");
+    s.push_str("tr.first td{border-top:2px solid #999}td:nth-child(1),td:nth-child(2),th:nth-child(1),th:nth-child(2){text-align:left}tr.na td{color:#888}");
     s.push_str("td.bad{color:#c0392b;font-weight:bold}.meta{color:#555;font-size:13px}h2{margin-top:1.6em;border-bottom:1px solid #ccc}");
     s.push_str(".note{color:#555;font-size:13px;margin:2px 0}</style></head><body>");
     let _ = write!(
@@ -231,10 +231,17 @@ pub fn render(results: &Results) -> String {
         let _ = write!(s, "<th>{}</th>", esc(h));
     }
     s.push_str("</tr>");
+    let mut last = "";
     for r in recs {
         let cells = table::cells(r, recs);
+        let first = if !last.is_empty() && last != r.scenario {
+            " class=\"first\""
+        } else {
+            ""
+        };
+        last = &r.scenario;
         if r.ok() {
-            s.push_str("<tr>");
+            let _ = write!(s, "<tr{first}>");
             for (i, c) in cells.iter().enumerate() {
                 let bad = (i == 9 && r.survivors > 0)
                     || (i == 10 && r.hung > 0)
@@ -247,7 +254,8 @@ pub fn render(results: &Results) -> String {
                 );
             }
         } else {
-            let _ = write!(s, "<tr class=\"na\"><td>{}</td><td>{}</td><td colspan=\"{}\" style=\"text-align:left\">{}</td>", esc(&cells[0]), esc(&cells[1]), table::HEADER.len() - 2, esc(&cells[2]));
+            let na = if first.is_empty() { "na" } else { "na first" };
+            let _ = write!(s, "<tr class=\"{na}\"><td>{}</td><td>{}</td><td colspan=\"{}\" style=\"text-align:left\">{}</td>", esc(&cells[0]), esc(&cells[1]), table::HEADER.len() - 2, esc(&cells[2]));
         }
         s.push_str("</tr>");
     }

@@ -54,6 +54,27 @@ impl BackendName {
     }
 }
 
+/// Containment of pidring's pool (`--containment`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainmentName {
+    /// cgroup v2 where writable, else process group.
+    #[default]
+    Auto,
+    Cgroup,
+    ProcessGroup,
+}
+
+impl ContainmentName {
+    pub fn to_pidring(self) -> pidring::Containment {
+        match self {
+            ContainmentName::Auto => pidring::Containment::Auto,
+            ContainmentName::Cgroup => pidring::Containment::Cgroup,
+            ContainmentName::ProcessGroup => pidring::Containment::ProcessGroup,
+        }
+    }
+}
+
 /// Scenario knobs, shared by the subcommands. Unset knobs take the defaults (or the
 /// `--quick` defaults).
 #[derive(Debug, Clone, Default, clap::Args)]

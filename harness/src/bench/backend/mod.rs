@@ -69,6 +69,8 @@ pub struct Ctx {
     pub tag: String,
     pub programs: Programs,
     pub bar: ProgressBar,
+    /// Containment of pidring's pool.
+    pub containment: super::scenario::ContainmentName,
 }
 
 impl Ctx {

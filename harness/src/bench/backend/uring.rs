@@ -1,5 +1,6 @@
 //! `uring` (and `epoll`): pidring's own Pool. One pool per scenario, one worker per core,
-//! containment `Auto` (a cgroup per task where cgroup v2 is writable). Tasks are spawned
+//! containment from `--containment` (default `auto`: a cgroup per task where cgroup v2 is
+//! writable). Tasks are spawned
 //! from one submitter thread per worker (so spawns run in parallel, as tokio's do on its
 //! two workers); every event is consumed from `pool.events()` by the measuring thread.
 
@@ -221,6 +222,7 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
         .unwrap_or(2);
     let pool = Pool::builder()
         .workers(workers)
+        .containment(ctx.containment.to_pidring())
         .backend(backend)
         .build()
         .map_err(|e| match e {
