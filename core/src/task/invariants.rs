@@ -299,11 +299,7 @@ impl Checker {
                 self.watch_in_flight = false;
                 self.tree_empty = true;
             }
-            Input::TreeOccupied => {
-                if self.mode != TreeWatch::Notifies {
-                    self.watch_in_flight = false;
-                }
-            }
+            Input::TreeOccupied => self.watch_in_flight = false,
             Input::Timeout => {
                 if let Some(at) = self.timeout.and_then(|t| self.created.checked_add(t)) {
                     self.timeout_passed |= at <= now;

@@ -249,16 +249,14 @@ impl TaskMachine {
         Ok(())
     }
 
-    /// The probe (`TreeWatch::ProbeOnce`) found the tree occupied; the watch is over. With
-    /// `Notifies` it is informational: the watch goes on.
+    /// The watch found the tree occupied and will tell nothing more (the `ProbeOnce` answer,
+    /// or a `Notifies` driver that cannot watch): the watch is over, the tree not empty.
     pub fn handle_tree_occupied(&mut self, now: Instant) -> Result<(), Rejected> {
         self.check_live()?;
         if !self.tree.watch_in_flight() {
             return self.reject(Rejected::NotInFlight(Op::TreeWatch));
         }
-        if self.tree.mode != TreeWatch::Notifies {
-            self.tree.set_state(TreeState::Occupied);
-        }
+        self.tree.set_state(TreeState::Occupied);
         self.update(now);
         Ok(())
     }

@@ -49,8 +49,9 @@
 //!   `ProbeOnce`: the driver answers `handle_tree_empty` or `handle_tree_occupied`; the watch
 //!   is then over. `Notifies`: the watch stays in flight until `handle_tree_empty`, or until
 //!   the machine's `Cancel(Op::TreeWatch)` completes (`handle_cancelled`, or a racing
-//!   `handle_tree_empty`); `handle_tree_occupied` is then informational. A cancellation the
-//!   machine did not ask for ends the watch with the tree "occupied".
+//!   `handle_tree_empty`). With either mode, `handle_tree_occupied` ends the watch with the
+//!   tree occupied (a `Notifies` driver that cannot watch says so), and so does a
+//!   cancellation the machine did not ask for: nothing will say when the tree empties.
 //! - After the exit, while a stream is open or the tree is not done: with
 //!   [`AfterExit::KillTree`] the drain timer runs (`reap time + drain`) and, when it fires,
 //!   the tree is terminated (reason `DrainExpired`). With [`AfterExit::DrainUntilEof`] there

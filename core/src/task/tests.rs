@@ -646,3 +646,22 @@ fn unrequested_wait_cancellation_resubmits() {
     let (mut t, _) = T::new(basic());
     assert_eq!(t.feed(Input::Cancelled(Op::Wait)), vec![Action::SubmitWait]);
 }
+
+#[test]
+fn notifies_driver_that_cannot_watch_answers_occupied() {
+    // A cgroup driver that cannot open `cgroup.events` ends the watch with "occupied": the
+    // drain, grace and kill wait bound the task without any more tree notification.
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert!(t.feed(Input::TreeOccupied).is_empty());
+    let (r, _) = t.try_feed(Input::TreeEmpty);
+    assert_eq!(r, Err(Rejected::NotInFlight(Op::TreeWatch)));
+    assert_eq!(t.tick(1.0), vec![Action::SignalTree(SIGTERM)]);
+    assert_eq!(t.tick(6.0), vec![Action::SignalTree(SIGKILL)]);
+    let a = t.tick(11.0);
+    assert_eq!(T::outcome(&a).reason, Reason::DrainExpired);
+    assert_eq!(a.last(), Some(&Action::Release));
+    t.c.finish().unwrap();
+}
