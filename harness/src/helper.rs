@@ -27,8 +27,9 @@
 //! | `forktree=N` | fork N extra processes (no exec) as a tree, each node forking up to 4 children; each records its pid in the last `pidfile=` given before this step, then sleeps forever; the original continues once all N have recorded their pid |
 //! | `ppid-loop=PATH:MS` | forever: write this process's ppid and `\n` to PATH (replaced atomically by rename) every MS ms |
 //!
-//! After the last step the helper exits 0. A write error (e.g. `EPIPE`) ends it with status 3
-//! (unless SIGPIPE, whose disposition it inherits, kills it first). It never panics.
+//! After the last step the helper exits 0. Like a C program (and unlike a Rust one), it runs
+//! with SIGPIPE at its default disposition, so writing to a pipe without a reader kills it
+//! with SIGPIPE; any other write error ends it with status 3. It never panics.
 //!
 //! Example: `pidring helper out=1000 spawn='pidfile=/tmp/p;sleep=60000' exit=3` writes 1000
 //! bytes, starts a grandchild that records its pid and holds stdout for a minute, and exits 3.
@@ -58,6 +59,9 @@ pub enum Step {
 
 /// Entry point from `main`: `args` are the words after `helper`. Never returns.
 pub fn main(args: Vec<OsString>) -> ! {
+    // The Rust runtime ignores SIGPIPE; the programs the helper stands in for do not.
+    // SAFETY: plain libc call, single-threaded.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let steps = match parse_steps(&args) {
         Ok(steps) => steps,
         Err(msg) => {

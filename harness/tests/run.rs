@@ -591,17 +591,30 @@ fn closed_stdout_does_not_kill_pidring() {
     // The reader of pidring's stdout goes away: pidring must not panic or die of SIGPIPE; the
     // program gets the SIGPIPE it would have had writing to that pipe itself.
     let t = TempDir::new("epipe");
-    let mut running = start(command(helper_args(
-        &t.path("r.json"),
-        &[],
-        &["out=100000000"],
-    )));
+    let mut running = start_with(
+        command(helper_args(&t.path("r.json"), &[], &["out=100000000"])),
+        false,
+    );
     drop(running.child.stdout.take());
     let r = running.finish(LIMIT);
     r.assert_no_panic("closed stdout");
     assert_eq!(r.code, Some(128 + libc::SIGPIPE), "{}", r.stderr_text());
     let rep = report(&t.path("r.json"));
     assert_eq!(rep["signal"], libc::SIGPIPE, "{rep}");
+    assert!(rep["stdout_dropped"].as_u64().unwrap_or(0) > 0, "{rep}");
+
+    // `pidring run -- yes | head -1` ends, as `timeout 10 yes | head -1` does.
+    let mut running = start_with(command(["run", "--", "yes"]), false);
+    {
+        use std::io::Read;
+        let mut out = running.child.stdout.take().unwrap();
+        let mut first = [0u8; 2];
+        out.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"y\n");
+    } // the reader goes away here
+    let r = running.finish(LIMIT);
+    r.assert_no_panic("yes | head");
+    assert_eq!(r.code, Some(128 + libc::SIGPIPE), "{}", r.stderr_text());
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub enum BackendArg {
 pub struct RunArgs {
     /// Terminate the tree after this long (SIGTERM, then SIGKILL after --grace) and exit 124.
     /// 0 disables the timeout, as in GNU timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<OsString>,
 
     /// Time between SIGTERM and SIGKILL on any termination (timeout, signal, drain).
@@ -77,13 +77,19 @@ pub struct RunArgs {
         short = 'k',
         visible_alias = "kill-after",
         value_name = "DURATION",
-        default_value = "5s"
+        default_value = "5s",
+        allow_hyphen_values = true
     )]
     pub grace: OsString,
 
     /// After PROGRAM exits, how long its descendants may keep its stdout/stderr open before the
     /// rest of the tree is terminated.
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        allow_hyphen_values = true
+    )]
     pub drain: OsString,
 
     /// How the whole tree is contained and killed.

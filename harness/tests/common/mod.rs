@@ -180,10 +180,20 @@ pub struct Running {
     err: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
-pub fn start(mut cmd: Command) -> Running {
+pub fn start(cmd: Command) -> Running {
+    start_with(cmd, true)
+}
+
+/// Like [`start`]; with `read_stdout` false, `child.stdout` is left for the test to use.
+pub fn start_with(mut cmd: Command, read_stdout: bool) -> Running {
     let started = Instant::now();
     let mut child = cmd.spawn().expect("start pidring");
-    let out = child.stdout.take().map(|mut s| {
+    let stdout = if read_stdout {
+        child.stdout.take()
+    } else {
+        None
+    };
+    let out = stdout.map(|mut s| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
             let _ = s.read_to_end(&mut v);
