@@ -289,7 +289,7 @@ impl TaskMachine {
                 }
                 TimerKind::KillWait => {
                     if !self.tree.known_empty() {
-                        self.tree.killed = true;
+                        self.tree.set_killed();
                         if self.tree.state() == TreeState::Watching {
                             self.tree.set_state(TreeState::CancellingWatch);
                             self.actions.push_back(Action::Cancel(Op::TreeWatch));
@@ -432,7 +432,7 @@ impl TaskMachine {
     fn begin_terminate(&mut self, reason: Reason, now: Instant) {
         self.set_reason(reason);
         if self.tree.may_signal() && self.tree.signalled.is_none() {
-            self.tree.signalled = Some(Level::Term);
+            self.tree.set_signalled(Level::Term);
             self.actions.push_back(Action::SignalTree(SIGTERM));
             self.process.stopping(Level::Term);
             self.timers
@@ -446,7 +446,7 @@ impl TaskMachine {
         if !self.tree.may_signal() {
             return;
         }
-        self.tree.signalled = Some(Level::Kill);
+        self.tree.set_signalled(Level::Kill);
         self.actions.push_back(Action::SignalTree(SIGKILL));
         self.process.stopping(Level::Kill);
         self.timers.disarm(TimerKind::Grace);
@@ -454,8 +454,7 @@ impl TaskMachine {
             self.timers
                 .arm(TimerKind::KillWait, now.checked_add(self.grace));
         } else {
-            tracing::trace!("task tree: counts as killed");
-            self.tree.killed = true;
+            self.tree.set_killed();
         }
     }
 

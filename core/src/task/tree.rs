@@ -28,7 +28,7 @@ pub(super) struct Tree {
     pub(super) signalled: Option<Level>,
     /// The tree counts as killed: SIGKILL was sent (and, with `Notifies`, the wait for its
     /// emptiness ran out).
-    pub(super) killed: bool,
+    killed: bool,
 }
 
 impl Tree {
@@ -49,6 +49,18 @@ impl Tree {
     pub(super) fn set_state(&mut self, new: TreeState) {
         tracing::trace!(old = ?self.state, new = ?new, killed = self.killed, "task tree: state");
         self.state = new;
+    }
+
+    /// Records the signal level sent to the tree (it only rises).
+    pub(super) fn set_signalled(&mut self, level: Level) {
+        tracing::trace!(old = ?self.signalled, new = ?level, "task tree: signalled");
+        self.signalled = Some(level);
+    }
+
+    /// From now on the tree counts as killed.
+    pub(super) fn set_killed(&mut self) {
+        tracing::trace!(state = ?self.state, "task tree: counts as killed");
+        self.killed = true;
     }
 
     pub(super) fn known_empty(&self) -> bool {
