@@ -119,7 +119,7 @@ pub struct ChattyKnobs {
     /// Rounds per task; each round writes `--lines` lines then one timestamp line (default 64, quick 8).
     #[arg(long)]
     pub rounds: Option<u64>,
-    /// Lines per round, `line <i>\n` (default 4096, quick 512).
+    /// Lines per round, `line <i>\n` (default 16384, quick 512).
     #[arg(long)]
     pub lines: Option<u64>,
 }
@@ -263,7 +263,7 @@ pub fn chatty(k: &ChattyKnobs, quick: bool) -> Params {
     Params::Chatty {
         tasks: k.tasks.unwrap_or(if quick { 8 } else { 32 }),
         rounds: k.rounds.unwrap_or(if quick { 8 } else { 64 }),
-        lines: k.lines.unwrap_or(if quick { 512 } else { 4096 }),
+        lines: k.lines.unwrap_or(if quick { 512 } else { 16384 }),
     }
 }
 

@@ -87,10 +87,19 @@ impl Ctx {
     pub fn fit(&self, m: &mut Measured, asked: u64, fds: u64, pids: u64) -> u64 {
         let (n, why) = super::resources::fit_tasks(asked, fds, pids);
         if let Some(why) = why {
-            self.bar.println(format!("  note: {why}"));
+            self.note(&why);
             m.notes.push(why);
         }
         n
+    }
+
+    /// Prints a line above the progress bar (or plainly when there is no bar).
+    pub fn note(&self, msg: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("  note: {msg}");
+        } else {
+            self.bar.println(format!("  note: {msg}"));
+        }
     }
 
     pub fn stage(&self, msg: &str, len: u64) {
@@ -124,7 +133,7 @@ pub fn run(backend: BackendName, params: &Params, ctx: &Ctx) -> Result<Measured,
         Params::ExitLatency { .. } | Params::Chatty { .. } | Params::Killtree { .. }
     );
     if needs_helper {
-        ctx.programs.helper_works().map_err(NotRun::Unavailable)?;
+        ctx.programs.helper_works().map_err(NotRun::Failed)?;
     }
     match backend {
         BackendName::Uring => uring::run(pidring::Backend::Uring, params, ctx),

@@ -253,7 +253,7 @@ fn capacity_fit(pool: &Pool, ctx: &Ctx, m: &mut Measured, asked: u64, pids: u64)
     let cap = pool.capacity() as u64;
     if cap < n {
         let why = format!("{n} lowered to {cap}: Pool::capacity()");
-        ctx.bar.println(format!("  note: {why}"));
+        ctx.note(&why);
         m.notes.push(why);
         n = cap;
     }
