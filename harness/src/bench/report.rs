@@ -85,7 +85,7 @@ fn latency_svg(rows: &[&Record]) -> String {
             r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
             l - 6.0,
             yy + 4.0,
-            table::dur_us(us)
+            decade_label(us)
         );
         d += 1.0;
     }
@@ -160,15 +160,49 @@ fn latency_svg(rows: &[&Record]) -> String {
     s
 }
 
+/// A decade as an axis label: 1µs, 10µs, 100µs, 1ms, ...
+fn decade_label(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.0}ms", us / 1e3)
+    } else {
+        format!("{:.0}s", us / 1e6)
+    }
+}
+
 fn throughput_svg(rows: &[&Record]) -> String {
-    let rows: Vec<&&Record> = rows.iter().filter(|r| r.ops_per_s > 0.0).collect();
+    bars_svg(
+        rows,
+        |r| r.ops_per_s,
+        |r| format!("{} {}", table::si(r.ops_per_s), esc(&r.ops_unit)),
+    )
+}
+
+/// Processes of each backend's trees still alive after it ended them.
+fn survivors_svg(rows: &[&Record]) -> String {
+    bars_svg(
+        rows,
+        |r| r.survivors as f64,
+        |r| {
+            let procs = r.extra.get("processes").copied().unwrap_or(0.0);
+            format!("{} of {procs:.0} alive, {} hung", r.survivors, r.hung)
+        },
+    )
+}
+
+fn bars_svg(
+    rows: &[&Record],
+    value: impl Fn(&Record) -> f64,
+    label: impl Fn(&Record) -> String,
+) -> String {
     if rows.is_empty() {
         return String::new();
     }
     let bar_h = 22.0;
     let (w, l, r) = (760.0, 70.0, 190.0);
     let h = 10.0 + rows.len() as f64 * (bar_h + 8.0) + 10.0;
-    let max = rows.iter().map(|r| r.ops_per_s).fold(0.0, f64::max);
+    let max = rows.iter().map(|r| value(r)).fold(0.0, f64::max).max(1e-9);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -176,7 +210,7 @@ fn throughput_svg(rows: &[&Record]) -> String {
     );
     for (i, rec) in rows.iter().enumerate() {
         let yy = 10.0 + i as f64 * (bar_h + 8.0);
-        let bw = (rec.ops_per_s / max * (w - l - r)).max(1.0);
+        let bw = (value(rec) / max * (w - l - r)).max(1.0);
         let _ = write!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -191,11 +225,10 @@ fn throughput_svg(rows: &[&Record]) -> String {
         );
         let _ = write!(
             s,
-            r#"<text x="{:.1}" y="{:.1}">{} {}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
             l + bw + 6.0,
             yy + bar_h * 0.7,
-            table::si(rec.ops_per_s),
-            esc(&rec.ops_unit)
+            label(rec)
         );
     }
     s.push_str("</svg>");
@@ -270,7 +303,7 @@ pub fn render(results: &Results) -> String {
     for sc in scenarios {
         let rows: Vec<&Record> = recs.iter().filter(|r| r.scenario == sc).collect();
         let ok: Vec<&Record> = rows.iter().copied().filter(|r| r.ok()).collect();
-        let _ = write!(s, "<h2>{}</h2>", esc(sc));
+        let _ = write!(s, "<h2 id=\"{0}\">{0}</h2>", esc(sc));
         if let Some((_, d)) = DESCRIPTIONS.iter().find(|(n, _)| *n == sc) {
             let _ = write!(s, "<p>{d}</p>");
         }
@@ -294,6 +327,13 @@ pub fn render(results: &Results) -> String {
                 esc(&ok[0].ops_unit),
                 throughput_svg(&ok)
             );
+            if sc == "killtree" || ok.iter().any(|r| r.survivors > 0) {
+                let _ = write!(
+                    s,
+                    "<h3>Survivors (processes of the scenario alive after every task was ended)</h3>{}",
+                    survivors_svg(&ok)
+                );
+            }
         }
         for r in &rows {
             if !r.ok() {

@@ -13,6 +13,8 @@ pub fn si(v: f64) -> String {
         format!("{:.1}k", v / 1e3)
     } else if a >= 100.0 {
         format!("{v:.0}")
+    } else if v == v.round() {
+        format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
     } else {
