@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select};
@@ -441,25 +442,13 @@ fn pass_through(
         error: None,
     };
     let (broken_tx, broken_rx) = crossbeam_channel::unbounded::<i32>();
-    let (out_tx, writer) = match output::Writer::start(16, broken_tx) {
-        Ok(w) => w,
-        Err(e) => {
-            ended.error = Some(format!("cannot start the output thread: {e}"));
-            let _ = handle.kill();
-            // Still wait for the end, so that the tree is gone when pidring exits.
-            while let Ok(ev) = pool.events().recv() {
-                if let Event::Done { task, outcome } = ev {
-                    if task == handle.id() {
-                        ended.outcome = Some(outcome);
-                        break;
-                    }
-                }
-            }
-            return (ended, output::Dropped::default());
-        }
-    };
+    let counters = Arc::new(output::Counters::default());
+    // The writer thread starts with the first output (`pidring run -- true` needs none). If it
+    // cannot start, pidring writes inline instead.
+    let mut writer: Option<output::Writer> = None;
+    let mut inline: Option<[bool; 3]> = None;
     let events = pool.events();
-    let mut out_tx = Some(out_tx);
+    let mut out_tx: Option<crossbeam_channel::Sender<Chunk>> = None;
     let mut pending: VecDeque<Chunk> = VecDeque::new();
     let mut pending_bytes = 0usize;
     let mut terminations = 0u32;
@@ -467,8 +456,17 @@ fn pass_through(
 
     loop {
         let done = ended.outcome.is_some();
+        if let Some(dead) = inline.as_mut() {
+            for c in pending.drain(..) {
+                output::write_chunk(&c, dead, &counters, &broken_tx);
+            }
+            pending_bytes = 0;
+        }
         if done && pending.is_empty() {
             out_tx = None; // closes the queue; the writer finishes and says so
+            if writer.is_none() {
+                break;
+            }
         }
         let terminating = terminations > 0;
         let mut sel = Select::new();
@@ -480,7 +478,10 @@ fn pass_through(
             (Some(tx), false) => Some(sel.send(tx)),
             _ => None,
         };
-        let i_done = out_tx.is_none().then(|| sel.recv(writer.done()));
+        let i_done = match (&out_tx, &writer) {
+            (None, Some(w)) => Some(sel.recv(w.done())),
+            _ => None,
+        };
         let op = sel.select();
         let idx = Some(op.index());
 
@@ -500,11 +501,23 @@ fn pass_through(
                     };
                     ended.seen[fd as usize - 1] += bytes.len() as u64;
                     if terminating && pending_bytes >= MAX_PENDING_TERMINATING {
-                        writer.count_dropped(fd, bytes.len() as u64);
+                        counters.add(fd, bytes.len() as u64);
                         continue;
                     }
                     pending_bytes += bytes.len();
                     pending.push_back(Chunk { fd, bytes });
+                    if writer.is_none() && inline.is_none() {
+                        match output::Writer::start(16, broken_tx.clone(), Arc::clone(&counters)) {
+                            Ok((tx, w)) => {
+                                out_tx = Some(tx);
+                                writer = Some(w);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no output thread: writing inline");
+                                inline = Some([false; 3]);
+                            }
+                        }
+                    }
                 }
                 Ok(Event::Exited { task, status }) if task == handle.id() => {
                     tracing::info!(?status, "PROGRAM exited");
@@ -531,7 +544,7 @@ fn pass_through(
                     );
                     ended.received_signal.get_or_insert(sig);
                     for c in pending.drain(..) {
-                        writer.count_dropped(c.fd, c.bytes.len() as u64);
+                        counters.add(c.fd, c.bytes.len() as u64);
                     }
                     break;
                 }
@@ -567,11 +580,13 @@ fn pass_through(
             // `i_send` is registered only while there is a sender.
             if let Some(tx) = &out_tx {
                 if let Err(e) = op.send(tx, chunk) {
-                    writer.count_dropped(e.0.fd, e.0.bytes.len() as u64);
+                    counters.add(e.0.fd, e.0.bytes.len() as u64);
                 }
             }
         } else if idx == i_done {
-            let _ = op.recv(writer.done());
+            if let Some(w) = &writer {
+                let _ = op.recv(w.done());
+            }
             break;
         } else {
             // Every registered operation is handled above.
@@ -579,9 +594,10 @@ fn pass_through(
             break;
         }
     }
-    let dropped = writer.dropped();
-    writer.finish(false);
-    (ended, dropped)
+    if let Some(w) = writer {
+        w.finish(false);
+    }
+    (ended, counters.get())
 }
 
 fn log_control(r: Result<(), pidring::ControlError>) {

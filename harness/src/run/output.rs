@@ -26,57 +26,80 @@ pub struct Dropped {
     pub stderr: u64,
 }
 
+/// Bytes dropped per stream, shared by the writer thread and the event loop.
 #[derive(Default)]
-struct Counters {
+pub struct Counters {
     dropped_stdout: AtomicU64,
     dropped_stderr: AtomicU64,
 }
 
+impl Counters {
+    pub fn add(&self, fd: i32, n: u64) {
+        if fd == 1 {
+            &self.dropped_stdout
+        } else {
+            &self.dropped_stderr
+        }
+        .fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Dropped {
+        Dropped {
+            stdout: self.dropped_stdout.load(Ordering::Relaxed),
+            stderr: self.dropped_stderr.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Writes one chunk unless its stream is dead; marks it dead on failure (reporting `EPIPE` on
+/// `broken`) and counts what it could not write.
+pub fn write_chunk(chunk: &Chunk, dead: &mut [bool; 3], counters: &Counters, broken: &Sender<i32>) {
+    let Some(slot) = usize::try_from(chunk.fd)
+        .ok()
+        .filter(|&fd| fd == 1 || fd == 2)
+    else {
+        return;
+    };
+    if !dead[slot] {
+        match write_all(chunk.fd, &chunk.bytes) {
+            Ok(()) => return,
+            Err(errno) => {
+                dead[slot] = true;
+                if errno == libc::EPIPE {
+                    let _ = broken.send(chunk.fd);
+                }
+                tracing::debug!(
+                    fd = chunk.fd,
+                    error = %std::io::Error::from_raw_os_error(errno),
+                    "output stream closed; dropping its further output"
+                );
+            }
+        }
+    }
+    counters.add(chunk.fd, chunk.bytes.len() as u64);
+}
+
 pub struct Writer {
     done: Receiver<()>,
-    counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writer {
     /// Starts the writer thread; `depth` chunks may wait in its queue. The first time a
     /// stream fails with `EPIPE`, its fd is sent on `broken`.
-    pub fn start(depth: usize, broken: Sender<i32>) -> std::io::Result<(Sender<Chunk>, Writer)> {
+    pub fn start(
+        depth: usize,
+        broken: Sender<i32>,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<(Sender<Chunk>, Writer)> {
         let (tx, rx) = crossbeam_channel::bounded::<Chunk>(depth);
         let (done_tx, done) = crossbeam_channel::bounded::<()>(1);
-        let counters = Arc::new(Counters::default());
-        let c = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("pidring-output".into())
             .spawn(move || {
                 let mut dead = [false; 3];
                 for chunk in rx {
-                    let fd = chunk.fd as usize;
-                    if fd > 2 {
-                        continue;
-                    }
-                    if !dead[fd] {
-                        if let Err(errno) = write_all(chunk.fd, &chunk.bytes) {
-                            dead[fd] = true;
-                            if errno == libc::EPIPE {
-                                let _ = broken.send(chunk.fd);
-                            }
-                            tracing::debug!(
-                                fd,
-                                error = %std::io::Error::from_raw_os_error(errno),
-                                "output stream closed; dropping its further output"
-                            );
-                        } else {
-                            continue;
-                        }
-                    }
-                    let n = chunk.bytes.len() as u64;
-                    if fd == 1 {
-                        &c.dropped_stdout
-                    } else {
-                        &c.dropped_stderr
-                    }
-                    .fetch_add(n, Ordering::Relaxed);
+                    write_chunk(&chunk, &mut dead, &counters, &broken);
                 }
                 let _ = done_tx.send(());
             })?;
@@ -84,7 +107,6 @@ impl Writer {
             tx,
             Writer {
                 done,
-                counters,
                 thread: Some(thread),
             },
         ))
@@ -93,23 +115,6 @@ impl Writer {
     /// Fires once the queue is closed and every chunk was written (or dropped).
     pub fn done(&self) -> &Receiver<()> {
         &self.done
-    }
-
-    /// Counts a chunk pidring had to drop itself (the queue was abandoned).
-    pub fn count_dropped(&self, fd: i32, n: u64) {
-        if fd == 1 {
-            &self.counters.dropped_stdout
-        } else {
-            &self.counters.dropped_stderr
-        }
-        .fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn dropped(&self) -> Dropped {
-        Dropped {
-            stdout: self.counters.dropped_stdout.load(Ordering::Relaxed),
-            stderr: self.counters.dropped_stderr.load(Ordering::Relaxed),
-        }
     }
 
     /// Joins the thread if it has finished; a thread blocked on a stuck consumer is left.
