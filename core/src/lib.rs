@@ -34,6 +34,17 @@ mod sys;
 pub mod task;
 mod worker;
 
+/// The README's examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+#[doc(hidden)]
+/// Internals exposed for the criterion benches only; not a stable API.
+pub mod __private {
+    pub use crate::worker::user_data;
+}
+
 pub use containment::{Containment, ContainmentError, ContainmentKind};
 pub use error::{BuildError, ControlError, SpawnError};
 pub use event::{Event, TaskId};
