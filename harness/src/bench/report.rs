@@ -379,3 +379,61 @@ pub fn render(results: &Results) -> String {
     s.push_str("</body></html>\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::stats::Latency;
+
+    fn rec(backend: &str, ops: f64, survivors: u64) -> Record {
+        let mut lat = Latency::default();
+        for us in 1..1000 {
+            lat.record_ns(us * 1000);
+        }
+        Record {
+            scenario: "killtree".into(),
+            backend: backend.into(),
+            status: "ok".into(),
+            tasks: 10,
+            ops_per_s: ops,
+            ops_unit: "trees/s".into(),
+            latency_us: lat.summary(),
+            latency_curve: lat.curve(),
+            survivors,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn renders_table_plots_and_json() {
+        let mut na = rec("epoll", 0.0, 0);
+        na.status = "unavailable".into();
+        na.reason = Some("no <driver>".into());
+        let results = Results {
+            schema: 1,
+            started: "now".into(),
+            command: vec!["pidring".into(), "bench".into()],
+            host: Default::default(),
+            results: vec![rec("uring", 300.0, 0), na, rec("tokio", 0.0, 70)],
+        };
+        let html = render(&results);
+        assert!(html.contains("<svg") && html.contains("polyline") && html.contains("Survivors"));
+        assert!(html.contains("no &lt;driver&gt;"), "escaped");
+        let table = table::render(&results.results);
+        assert!(table.contains("unavailable: no <driver>"));
+        let back: Results =
+            serde_json::from_str(&serde_json::to_string(&results).unwrap()).unwrap();
+        assert_eq!(back.results.len(), 3);
+        assert_eq!(back.results[2].survivors, 70);
+        assert!(results.results[0].failure().is_none());
+        let mut bad = rec("uring", 1.0, 3);
+        assert!(bad.failure().is_some(), "pidring survivors fail the run");
+        bad.survivors = 0;
+        bad.errors = 1;
+        assert!(bad.failure().is_some());
+        assert!(
+            rec("tokio", 0.0, 70).failure().is_none(),
+            "tokio's survivors are a finding"
+        );
+    }
+}
