@@ -24,7 +24,12 @@ fn replay_seed_corpus() {
     let base = Instant::now();
     let mut decoded = 0;
     for file in &files {
-        let bytes = std::fs::read(file).expect("read corpus file");
+        // A fuzzer running on this directory may remove a file between listing and reading.
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", file.display()),
+        };
         let Some(scenario) = sim::decode(&bytes) else {
             continue;
         };
