@@ -256,9 +256,14 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
             let pids = start_fleet(l, ctx, &mut m, n, &ftx, &frx);
             m.extra.insert("spawn_s".into(), t0.elapsed().as_secs_f64());
             m.fleet_rss_kib = Some(rss().rss_kib);
-            ctx.stage(&format!("idle {idle_secs} s"), 0);
             let c0 = cpu_self();
-            std::thread::sleep(Duration::from_secs_f64(idle_secs));
+            let idle_until = Instant::now() + Duration::from_secs_f64(idle_secs);
+            ctx.stage("idle (ms)", (idle_secs * 1000.0) as u64);
+            while let Some(left) = idle_until.checked_duration_since(Instant::now()) {
+                std::thread::sleep(left.min(Duration::from_millis(100)));
+                ctx.bar
+                    .set_position(((idle_secs - left.as_secs_f64()) * 1000.0) as u64);
+            }
             m.extra
                 .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
             let (ended, killall_s) = kill_fleet(l, ctx, &mut m, &pids, &frx, true);

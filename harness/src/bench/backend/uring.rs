@@ -346,16 +346,13 @@ fn scenario(
                     ));
                 }
                 m.fleet_rss_kib = Some(rss().rss_kib);
-                ctx.stage(&format!("idle {idle_secs} s"), 0);
                 let c0 = cpu_self();
                 let idle_until = Instant::now() + Duration::from_secs_f64(idle_secs);
-                while Instant::now() < idle_until {
-                    book.pump(
-                        &events,
-                        &sub_rx,
-                        m,
-                        idle_until.saturating_duration_since(Instant::now()),
-                    );
+                ctx.stage("idle (ms)", (idle_secs * 1000.0) as u64);
+                while let Some(left) = idle_until.checked_duration_since(Instant::now()) {
+                    book.pump(&events, &sub_rx, m, left.min(Duration::from_millis(100)));
+                    ctx.bar
+                        .set_position(((idle_secs - left.as_secs_f64()) * 1000.0) as u64);
                 }
                 m.extra
                     .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
