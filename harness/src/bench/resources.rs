@@ -156,3 +156,17 @@ pub fn fit_tasks(asked: u64, fds: u64, pids: u64) -> (u64, Option<String>) {
     let reason = (n < asked).then(|| format!("{asked} lowered to {n}: {}", why.join("; ")));
     (n, reason)
 }
+
+/// Kernel memory that grows with processes and their fd tables (`Slab + KernelStack +
+/// PageTables` of `/proc/meminfo`), KiB. System-wide: other activity on the machine adds noise.
+pub fn kernel_kib() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
+        return 0;
+    };
+    s.lines()
+        .filter(|l| {
+            l.starts_with("Slab:") || l.starts_with("KernelStack:") || l.starts_with("PageTables:")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}

@@ -128,7 +128,7 @@ pub fn collect_done(
 use crossbeam_channel::Sender;
 
 use super::{Ctx, NotRun};
-use crate::bench::resources::{cpu_self, mono_ns, rss};
+use crate::bench::resources::{cpu_self, kernel_kib, mono_ns, rss};
 use crate::bench::scenario::{Child, Params, Programs};
 
 /// A backend that supervises each child with its own code (a tokio task, a thread): the
@@ -252,9 +252,12 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
         }
         Params::Idle { tasks, idle_secs } => {
             let n = ctx.fit(&mut m, tasks, fds, pids_per) as usize;
+            let k0 = kernel_kib();
             let t0 = Instant::now();
             let pids = start_fleet(l, ctx, &mut m, n, &ftx, &frx);
             m.extra.insert("spawn_s".into(), t0.elapsed().as_secs_f64());
+            let per_task = kernel_kib().saturating_sub(k0) as f64 / n.max(1) as f64;
+            m.extra.insert("kernel_kib_per_task".into(), per_task);
             m.fleet_rss_kib = Some(rss().rss_kib);
             let c0 = cpu_self();
             let idle_until = Instant::now() + Duration::from_secs_f64(idle_secs);

@@ -13,7 +13,7 @@ use pidring::{
 };
 
 use super::{Ctx, Measured, NotRun};
-use crate::bench::resources::{cpu_self, mono_ns, rss};
+use crate::bench::resources::{cpu_self, kernel_kib, mono_ns, rss};
 use crate::bench::scenario::{Child, Params, Programs};
 use crate::bench::stats::LineClock;
 
@@ -321,6 +321,7 @@ fn scenario(
                 let n = capacity_fit(pool, ctx, m, tasks, 1) as usize;
                 let child = ctx.programs.idle();
                 ctx.stage("fleet: spawning", n as u64);
+                let k0 = kernel_kib();
                 let t0 = Instant::now();
                 submit(
                     s,
@@ -339,6 +340,8 @@ fn scenario(
                     }
                 }
                 m.extra.insert("spawn_s".into(), t0.elapsed().as_secs_f64());
+                let per_task = kernel_kib().saturating_sub(k0) as f64 / n.max(1) as f64;
+                m.extra.insert("kernel_kib_per_task".into(), per_task);
                 for e in book.ended.drain(..) {
                     m.error(format!(
                         "fleet task {} ended early: {:?}",
