@@ -413,10 +413,7 @@ fn grandchild_holding_stdout_is_killed_after_drain() {
     assert_eq!(rep["exit_code"], 0);
     assert_eq!(rep["status_code"], 0);
     assert_eq!(rep["tree_signalled"], true);
-    assert!(
-        rep["descendants_killed"].as_u64().unwrap_or(0) >= 1,
-        "{rep}"
-    );
+    assert_eq!(rep["descendants_killed"], 1, "{rep}");
 }
 
 fn daemon_case(containment: &str) {
@@ -454,10 +451,7 @@ fn daemon_case(containment: &str) {
     );
     let rep = report(&t.path("r.json"));
     assert_eq!(s(&rep, "containment"), containment);
-    assert!(
-        rep["descendants_killed"].as_u64().unwrap_or(0) >= 1,
-        "{rep}"
-    );
+    assert_eq!(rep["descendants_killed"], 1, "{rep}");
 }
 
 #[test]
@@ -470,33 +464,62 @@ fn double_forked_setsid_daemon_is_dead_after_exit_process_group() {
     daemon_case("process-group");
 }
 
-#[test]
-fn fork_tree_is_dead_after_exit() {
-    let t = TempDir::new("forktree");
+fn fork_tree_case(containment: &str) {
+    let t = TempDir::new(&format!("forktree-{containment}"));
     let pids = t.path("pids");
     let mut guard = Guard::default();
     guard.pidfile(&pids);
-    // 20 forked processes holding stdout, plus a setsid'd subtree.
+    // 20 forked processes holding stdout, plus a setsid'd child with 3 forked children of its
+    // own: 24 descendants, 25 pids recorded with the main process.
     let r = run_helper(
         &t.path("r.json"),
-        &["--drain", "200ms", "--grace", "500ms"],
+        &[
+            "--containment",
+            containment,
+            "--drain",
+            "200ms",
+            "--grace",
+            "500ms",
+        ],
         &[
             &format!("pidfile={}", pids.display()),
             "forktree=20",
             &format!(
-                "spawn=setsid;forktree=3;pidfile={};sleep=60000",
+                "spawn=setsid;pidfile={};forktree=3;sleep=60000",
                 pids.display()
             ),
-            "sleep=50",
+            // Time for the spawned child to record its subtree (generous, for loaded machines).
+            "sleep=1000",
             "exit=9",
         ],
         LIMIT,
     );
     assert_eq!(r.code, Some(9), "{}", r.stderr_text());
     let all = read_pids(&pids);
-    assert!(all.len() >= 21, "{all:?}");
     let left = wait_dead(&all, Duration::from_millis(500));
-    assert!(left.is_empty(), "survivors: {left:?}");
+    assert!(left.is_empty(), "survivors ({containment}): {left:?}");
+    assert_eq!(all.len(), 25, "{all:?}");
+    let rep = report(&t.path("r.json"));
+    if containment == "cgroup" {
+        assert_eq!(rep["descendants_killed"], 24, "{rep}");
+    } else {
+        // KNOWN LIBRARY LIMITATION: in process-group mode the pool counts a group signal as one
+        // process (core/src/containment/process_group.rs `signal` returns Ok(1)), so only the
+        // 4 setsid'd processes pidring's own sweep killed are counted exactly, plus 1.
+        let n = rep["descendants_killed"].as_u64().unwrap_or(0);
+        assert!((5..=24).contains(&n), "{rep}");
+    }
+    assert_eq!(s(&rep, "reason"), "drain_expired");
+}
+
+#[test]
+fn fork_tree_is_dead_after_exit_cgroup() {
+    fork_tree_case("cgroup");
+}
+
+#[test]
+fn fork_tree_is_dead_after_exit_process_group() {
+    fork_tree_case("process-group");
 }
 
 #[test]

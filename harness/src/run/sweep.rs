@@ -19,7 +19,9 @@ pub fn kill_remaining_children(limit: Duration) -> u64 {
             break;
         }
         for &pid in &children {
-            if signalled.insert(pid) {
+            // A zombie is already dead (killed by the pool, not yet reaped): reap, not count.
+            let zombie = stat_of(pid).map_or(true, |(state, _)| state == b'Z');
+            if !zombie && signalled.insert(pid) {
                 tracing::info!(pid, "killing a leftover descendant");
                 kill_child(pid);
             }
@@ -42,7 +44,7 @@ fn kill_child(pid: i32) {
     if pidfd < 0 {
         return; // gone (reaped by the pool's subreaper)
     }
-    if ppid_of(pid) == Some(std::process::id() as i32) {
+    if stat_of(pid).is_some_and(|(_, ppid)| ppid == std::process::id() as i32) {
         // SAFETY: valid pidfd, null siginfo.
         unsafe {
             libc::syscall(
@@ -64,12 +66,15 @@ fn reap(pid: i32) {
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
 }
 
-fn ppid_of(pid: i32) -> Option<i32> {
+/// State letter and ppid of `pid`, from `/proc/<pid>/stat`.
+fn stat_of(pid: i32) -> Option<(u8, i32)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ppid ...": comm may contain anything, so parse after the last ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 /// Our children (zombies included), from `/proc/self/task/*/children`, or by scanning `/proc`
@@ -92,7 +97,7 @@ fn children(me: i32) -> Vec<i32> {
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for p in procs.flatten() {
                 if let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-                    if ppid_of(pid) == Some(me) {
+                    if stat_of(pid).is_some_and(|(_, ppid)| ppid == me) {
                         out.push(pid);
                     }
                 }
