@@ -57,6 +57,7 @@ const SLOTS_PER_TASK: u64 = 3;
 
 pub struct PoolBuilder {
     workers: Option<usize>,
+    submission_queue: u32,
     max_tasks: Option<usize>,
     containment: Containment,
     backend: Backend,
@@ -76,6 +77,13 @@ impl PoolBuilder {
     /// ring's fixed-file table is capped by `RLIMIT_NOFILE`.
     pub fn max_tasks(mut self, n: usize) -> Self {
         self.max_tasks = Some(n);
+        self
+    }
+
+    /// Entries of each ring's submission queue (default 4096; 1 to 32,768). Submissions
+    /// beyond it wait in a backlog, so this only trades memory for system calls.
+    pub fn submission_queue(mut self, entries: u32) -> Self {
+        self.submission_queue = entries;
         self
     }
 
@@ -112,6 +120,12 @@ impl PoolBuilder {
                 ))
             }
         }
+        if !(1..=32768).contains(&self.submission_queue) {
+            return Err(BuildError::InvalidOption(format!(
+                "submission queue of {} entries: must be 1 to 32768",
+                self.submission_queue
+            )));
+        }
         if self.workers == Some(0) {
             return Err(BuildError::InvalidOption(
                 "workers must be at least 1".into(),
@@ -142,7 +156,7 @@ impl PoolBuilder {
             None => EventSink::Channel(events_tx),
         };
         let sizes = RingSizes {
-            sq_entries: 4096,
+            sq_entries: self.submission_queue.next_power_of_two(),
             cq_entries: 65536,
             fixed_files,
             buffers: 256,
@@ -221,6 +235,7 @@ impl Pool {
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
             workers: None,
+            submission_queue: 4096,
             max_tasks: None,
             containment: Containment::Auto,
             backend: Backend::Auto,

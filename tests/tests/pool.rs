@@ -404,3 +404,32 @@ fn status_field(file: &str, key: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn a_tiny_submission_queue_loses_no_action() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = Pool::builder()
+            .workers(1)
+            .submission_queue(2)
+            .build()
+            .unwrap();
+        let ids: Vec<_> = (0..300)
+            .map(|i| {
+                pool.spawn(helper(&[&format!("out={i}"), "exit=1"]))
+                    .unwrap()
+                    .id()
+            })
+            .collect();
+        let records = collect(&pool, &ids, LIMIT);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(records[id].stdout(), pattern(i).as_slice());
+            assert_eq!(records[id].outcome().reason, Reason::Exited(1));
+        }
+        assert!(Pool::builder().submission_queue(0).build().is_err());
+        assert!(Pool::builder().workers(0).build().is_err());
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}

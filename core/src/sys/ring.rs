@@ -2,6 +2,7 @@
 //! fixed-file table (so per-task fds stay out of the process fd table), and a provided
 //! buffer ring (so an idle task holds no read buffer).
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -37,6 +38,8 @@ pub(crate) struct Ring {
     ring: IoUring,
     buffers: ProvidedBuffers,
     files: u32,
+    /// Submissions that did not fit in the submission queue yet.
+    backlog: VecDeque<Sqe>,
 }
 
 impl Ring {
@@ -63,6 +66,7 @@ impl Ring {
             ring,
             buffers,
             files,
+            backlog: VecDeque::new(),
         })
     }
 
@@ -84,34 +88,54 @@ impl Ring {
         self.files
     }
 
-    /// Queues one submission, flushing the queue to the kernel first when it is full.
+    /// Queues one submission. When the submission queue is full it is flushed to the
+    /// kernel; if the kernel cannot take more yet, the entry waits in a backlog that every
+    /// later submit drains first, so no action is ever dropped.
     pub(crate) fn push(&mut self, entry: Sqe) -> io::Result<()> {
-        loop {
-            // SAFETY: entries from `ops` reference no memory of ours except the provided
-            // buffers, which live as long as the ring (see field order). Fds and fixed slots
-            // they name may close early: the kernel holds its own file reference.
-            if unsafe { self.ring.submission().push(&entry.0) }.is_ok() {
-                return Ok(());
-            }
-            self.submit()?;
+        if self.backlog.is_empty() && self.try_push(&entry) {
+            return Ok(());
         }
+        self.backlog.push_back(entry);
+        self.submit()
     }
 
-    /// Hands queued submissions to the kernel without waiting.
+    fn try_push(&mut self, entry: &Sqe) -> bool {
+        // SAFETY: entries from `ops` reference no memory of ours except the provided
+        // buffers, which live as long as the ring (see field order). Fds and fixed slots
+        // they name may close early: the kernel holds its own file reference.
+        unsafe { self.ring.submission().push(&entry.0) }.is_ok()
+    }
+
+    /// Hands queued submissions (the backlog first) to the kernel without waiting.
     pub(crate) fn submit(&mut self) -> io::Result<()> {
         loop {
+            while let Some(entry) = self.backlog.pop_front() {
+                if !self.try_push(&entry) {
+                    self.backlog.push_front(entry);
+                    break;
+                }
+            }
+            let queued = self.ring.submission().len();
             match self.ring.submit() {
-                Ok(_) => return Ok(()),
+                Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // The completion queue is full: the caller drains it before submitting more.
+                // The completion queue is full: completions must be drained first; the
+                // backlog waits for the next submit.
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
                 Err(e) => return Err(e),
+            }
+            let taken = queued > self.ring.submission().len() || queued == 0;
+            if self.backlog.is_empty() || !taken {
+                return Ok(());
             }
         }
     }
 
     /// Submits and waits for at least one completion, or until `timeout` passes.
     pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if !self.backlog.is_empty() {
+            self.submit()?;
+        }
         let result = match timeout {
             Some(timeout) => {
                 let ts = types::Timespec::from(timeout);
