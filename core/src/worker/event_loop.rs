@@ -618,6 +618,8 @@ impl Worker {
             _ => false,
         };
         if !populated {
+            // Empty ends the watch, whether or not a cancellation was also asked for.
+            task.watch_cancel = false;
             task.tree_events = None;
             return Ok(task.machine.handle_tree_empty(now));
         }
