@@ -433,3 +433,34 @@ fn a_tiny_submission_queue_loses_no_action() {
     }
     assert_clean(fds);
 }
+
+#[test]
+fn extra_channels_are_captured_as_their_own_streams() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        // Airflow gives its runner four socketpairs: stdout, stderr, requests, logs.
+        let task = pool
+            .spawn(
+                helper(&["chan=3:70000", "chan=4:11", "out=2", "err=1", "exit=0"])
+                    .channel(3)
+                    .channel(4),
+            )
+            .unwrap();
+        let records = collect(&pool, &[task.id()], LIMIT);
+        let record = &records[&task.id()];
+        assert!(record.output[&pidring::StreamId::channel(0)] == pattern(70_000));
+        assert_eq!(record.output[&pidring::StreamId::channel(1)], pattern(11));
+        assert_eq!(record.stdout(), b"ab");
+        assert_eq!(record.stderr(), b"a");
+        let bytes = &record.outcome().stream_bytes;
+        assert_eq!(bytes.len(), 4);
+        match pool.spawn(helper(&["exit=0"]).channel(1)) {
+            Err(SpawnError::InvalidSpec(_)) => {}
+            other => panic!("channel on fd 1 must be refused: {other:?}"),
+        }
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
