@@ -252,10 +252,12 @@ impl Pool {
             .iter()
             .min_by_key(|w| w.live())
             .ok_or(SpawnError::PoolClosed)?;
+        let prepared = Box::new(crate::sys::spawn::prepare(&spec)?);
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         worker
             .send(Command::Spawn {
+                prepared,
                 spec: Box::new(spec),
                 id,
                 reply: reply_tx,

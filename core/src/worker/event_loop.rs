@@ -225,11 +225,16 @@ impl Worker {
                 }
             };
             match command {
-                Command::Spawn { spec, id, reply } => {
+                Command::Spawn {
+                    spec,
+                    prepared,
+                    id,
+                    reply,
+                } => {
                     let result = if self.shutting_down {
                         Err(SpawnError::PoolClosed)
                     } else {
-                        self.spawn(&spec, id)
+                        self.spawn(&spec, &prepared, id)
                     };
                     if let Err(e) = &result {
                         tracing::debug!(task = %id, error = %e, "spawn failed");
@@ -278,22 +283,23 @@ impl Worker {
 
     // ---- spawning -------------------------------------------------------------------
 
-    fn spawn(&mut self, spec: &TaskSpec, id: TaskId) -> Result<Spawned, SpawnError> {
-        let stream_count = usize::from(spec.stdout == crate::spec::Stdio::Capture)
-            + usize::from(spec.stderr == crate::spec::Stdio::Capture)
-            + spec.channels.len();
-        let fixed_needed = 1 + stream_count;
+    fn spawn(
+        &mut self,
+        spec: &TaskSpec,
+        prepared: &spawn::Prepared,
+        id: TaskId,
+    ) -> Result<Spawned, SpawnError> {
+        let fixed_needed = 1 + prepared.streams().len();
         if self.fixed.available() < fixed_needed {
             return Err(SpawnError::AtCapacity(self.tasks.len()));
         }
-        let prepared = spawn::prepare(spec)?;
         let tree = self.containment.prepare(id.0, &spec.limits)?;
         let child = match tree
             .placement()
             .map_err(SpawnError::from)
             .and_then(|placement| {
                 let _runners = self.runners.as_ref().map(|r| lock(r));
-                let child = spawn::spawn(&prepared, &placement)?;
+                let child = spawn::spawn(prepared, &placement)?;
                 if let Some(mut runners) = _runners {
                     runners.insert(child.pid);
                 }

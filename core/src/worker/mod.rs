@@ -39,6 +39,8 @@ pub(crate) enum Request {
 pub(crate) enum Command {
     Spawn {
         spec: Box<TaskSpec>,
+        /// Resolved on the caller's thread, so the worker only clones and registers.
+        prepared: Box<crate::sys::spawn::Prepared>,
         id: TaskId,
         reply: Sender<Result<Spawned, SpawnError>>,
     },
