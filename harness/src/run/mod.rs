@@ -336,7 +336,7 @@ fn supervise(setup: Setup, args: &RunArgs, program: &OsString, report: &mut Repo
     report.pid = Some(handle.pid());
     tracing::info!(pid = handle.pid(), task = %handle.id(), "started");
 
-    let (ended, dropped) = pass_through(&pool, &handle, &sig_rx);
+    let (ended, dropped) = pass_through(&pool, &handle, &sig_rx, setup.timeout, setup.grace);
     let orphans = sweep::kill_remaining_children(SWEEP_LIMIT);
     if orphans > 0 {
         tracing::info!(
@@ -434,6 +434,8 @@ fn pass_through(
     pool: &Pool,
     handle: &TaskHandle,
     sig_rx: &Receiver<i32>,
+    timeout: Option<Duration>,
+    grace: Duration,
 ) -> (Ended, output::Dropped) {
     let mut ended = Ended {
         outcome: None,
@@ -453,6 +455,9 @@ fn pass_through(
     let mut pending_bytes = 0usize;
     let mut terminations = 0u32;
     let mut sigpipe_sent = false;
+    let mut flush_deadline: Option<Instant> = None;
+    let timeout_at = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut timeout_passed = false;
 
     loop {
         let done = ended.outcome.is_some();
@@ -468,7 +473,13 @@ fn pass_through(
                 break;
             }
         }
-        let terminating = terminations > 0;
+        // The pool ends the tree itself when --timeout fires; from then on pidring stops
+        // holding PROGRAM's output back for a stalled consumer of its own stdout, or it could
+        // not see the end.
+        if !timeout_passed && timeout_at.is_some_and(|t| Instant::now() >= t) {
+            timeout_passed = true;
+        }
+        let terminating = terminations > 0 || timeout_passed;
         let mut sel = Select::new();
         let i_ev =
             (!done && (pending_bytes < MAX_PENDING_BYTES || terminating)).then(|| sel.recv(events));
@@ -482,7 +493,31 @@ fn pass_through(
             (None, Some(w)) => Some(sel.recv(w.done())),
             _ => None,
         };
-        let op = sel.select();
+        // Asked to stop and PROGRAM is gone: the last output gets `grace` to be written, so a
+        // consumer that stopped reading cannot keep pidring alive.
+        if done && terminating && flush_deadline.is_none() {
+            flush_deadline = Some(Instant::now() + grace.max(Duration::from_secs(1)));
+        }
+        let wake = match (flush_deadline, timeout_at.filter(|_| !timeout_passed)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let op = match wake {
+            Some(deadline) => match sel.select_deadline(deadline) {
+                Ok(op) => op,
+                Err(_) if flush_deadline.is_some_and(|f| Instant::now() >= f) => {
+                    tracing::info!(
+                        "output not written within the grace period: exiting without it"
+                    );
+                    for c in pending.drain(..) {
+                        counters.add(c.fd, c.bytes.len() as u64);
+                    }
+                    break;
+                }
+                Err(_) => continue, // the timeout passed: look again
+            },
+            None => sel.select(),
+        };
         let idx = Some(op.index());
 
         if idx == i_ev {
