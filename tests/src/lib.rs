@@ -183,6 +183,10 @@ impl TempDir {
         TempDir(dir)
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.0.join(file)
     }

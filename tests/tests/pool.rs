@@ -464,3 +464,54 @@ fn extra_channels_are_captured_as_their_own_streams() {
     }
     assert_clean(fds);
 }
+
+#[test]
+fn callback_sink_env_cwd_and_signals_reach_the_program() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let pool = Pool::builder()
+            .workers(1)
+            .on_event(move |event| {
+                let _ = tx.lock().unwrap().send(event);
+            })
+            .build()
+            .unwrap();
+        let dir = TempDir::new("env-cwd");
+        let script = "trap 'echo got-usr1; exit 0' USR1; echo \"$GREETING $(pwd)\"; while :; do sleep 0.01; done";
+        let task = pool
+            .spawn(
+                TaskSpec::new("sh")
+                    .args(["-c", script])
+                    .env("GREETING", "hello")
+                    .cwd(dir.dir()),
+            )
+            .unwrap();
+        let mut stdout = Vec::new();
+        let mut signalled = false;
+        let outcome = loop {
+            match rx.recv_timeout(LIMIT).expect("events from the callback") {
+                pidring::Event::Output { bytes, .. } => {
+                    stdout.extend_from_slice(&bytes);
+                    if !signalled && stdout.ends_with(b"\n") {
+                        task.signal(libc::SIGUSR1).unwrap();
+                        signalled = true;
+                    }
+                }
+                pidring::Event::Exited { .. } => {}
+                pidring::Event::Done { outcome, .. } => break outcome,
+            }
+        };
+        let expected = format!("hello {}\ngot-usr1\n", dir.dir().display());
+        assert_eq!(String::from_utf8_lossy(&stdout), expected);
+        assert_eq!(outcome.reason, Reason::Exited(0));
+        assert!(
+            pool.events().is_empty(),
+            "a callback pool sends nothing to the channel"
+        );
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
