@@ -771,3 +771,43 @@ fn odd_inputs_never_panic() {
         assert!(r.code.is_some(), "{args:?}");
     }
 }
+
+#[test]
+fn a_stalled_stdout_consumer_does_not_hold_pidring_past_the_timeout_or_sigterm() {
+    // PROGRAM writes ~26 MB at a bounded rate; nobody reads pidring's stdout. pidring must
+    // still see the timeout (or SIGTERM) through and exit, dropping what it cannot write.
+    let t = TempDir::new("stalled");
+    let steps: Vec<&str> = ["out=65536", "sleep=5"]
+        .iter()
+        .copied()
+        .cycle()
+        .take(800)
+        .collect();
+    for case in ["timeout", "sigterm"] {
+        let path = t.path(&format!("{case}.json"));
+        let options: &[&str] = if case == "timeout" {
+            &["--timeout", "1s", "--grace", "1s"]
+        } else {
+            &["--grace", "1s"]
+        };
+        let running = start_with(command(helper_args(&path, options, &steps)), false);
+        let mut guard = Guard::default();
+        guard.child(running.pid());
+        if case == "sigterm" {
+            std::thread::sleep(Duration::from_millis(1500));
+            running.signal(libc::SIGTERM);
+        }
+        // `running.child.stdout` stays open and unread until `finish` returns.
+        let r = running.finish(Duration::from_secs(30));
+        r.assert_no_panic(case);
+        let rep = report(&path);
+        if case == "timeout" {
+            assert_eq!(r.code, Some(124), "{}", r.stderr_text());
+            assert_eq!(rep["timed_out"], true);
+        } else {
+            assert_eq!(r.code, Some(128 + 15), "{}", r.stderr_text());
+            assert_eq!(rep["received_signal"], 15);
+        }
+        assert!(rep["stdout_dropped"].as_u64().unwrap_or(0) > 0, "{rep}");
+    }
+}
