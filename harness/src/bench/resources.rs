@@ -84,7 +84,7 @@ pub fn raise_nofile() -> (u64, u64) {
             }
         }
     }
-    (rl.rlim_cur as u64, rl.rlim_max as u64)
+    (rl.rlim_cur, rl.rlim_max)
 }
 
 fn rlimit_soft(res: libc::__rlimit_resource_t) -> Option<u64> {
@@ -96,7 +96,7 @@ fn rlimit_soft(res: libc::__rlimit_resource_t) -> Option<u64> {
     if unsafe { libc::getrlimit(res, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
         return None;
     }
-    Some(rl.rlim_cur as u64)
+    Some(rl.rlim_cur)
 }
 
 /// Open fds of this process right now.
@@ -124,9 +124,8 @@ fn system_threads() -> u64 {
 pub fn fit_tasks(asked: u64, fds: u64, pids: u64) -> (u64, Option<String>) {
     let mut n = asked;
     let mut why = Vec::new();
-    if fds > 0 {
-        let (soft, _hard) = raise_nofile();
-        let room = soft.saturating_sub(open_fds() + 200) / fds;
+    let (soft, _hard) = raise_nofile();
+    if let Some(room) = soft.saturating_sub(open_fds() + 200).checked_div(fds) {
         if room < n {
             n = room;
             why.push(format!(
@@ -134,11 +133,14 @@ pub fn fit_tasks(asked: u64, fds: u64, pids: u64) -> (u64, Option<String>) {
             ));
         }
     }
-    if pids > 0 {
-        let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32768);
-        let threads_max = read_u64("/proc/sys/kernel/threads-max").unwrap_or(u64::MAX);
-        let used = system_threads();
-        let room = pid_max.min(threads_max).saturating_sub(used + 1000) / pids;
+    let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32768);
+    let threads_max = read_u64("/proc/sys/kernel/threads-max").unwrap_or(u64::MAX);
+    let used = system_threads();
+    if let Some(room) = pid_max
+        .min(threads_max)
+        .saturating_sub(used + 1000)
+        .checked_div(pids)
+    {
         if room < n {
             n = room;
             why.push(format!(

@@ -379,7 +379,8 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
             let n = ctx.fit(&mut m, trees, fds, size + l.extra_pids_per_task()) as usize;
             ctx.stage("trees: spawning", n as u64);
             for idx in 0..n {
-                let ignore = ignore_term_every > 0 && idx as u64 % ignore_term_every == 0;
+                let ignore =
+                    ignore_term_every > 0 && (idx as u64).is_multiple_of(ignore_term_every);
                 l.launch(MAIN, idx, &ctx.programs.tree(width, depth, ignore), &tx);
             }
             let mut early = Vec::new();

@@ -156,6 +156,7 @@ impl Book {
 
 /// Starts `threads` submitter threads spawning tasks `0..n` of `group`; with `tokens`, each
 /// spawn first takes a token (the measuring thread gives one back per ended task).
+#[allow(clippy::too_many_arguments)]
 fn submit<'s>(
     s: &'s std::thread::Scope<'s, '_>,
     pool: &'s Pool,
@@ -359,8 +360,7 @@ fn scenario(
                 }
                 m.extra
                     .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
-                let (ended, killall_s) =
-                    kill_all(pool, &mut book, FLEET, ctx, m, &events, &sub_rx, true);
+                let (ended, killall_s) = kill_all(&mut book, FLEET, ctx, m, &events, &sub_rx, true);
                 m.extra.insert("killall_s".into(), killall_s);
                 m.tasks = n as u64;
                 m.peak_tasks = n as u64;
@@ -443,7 +443,7 @@ fn scenario(
                 m.work = ended as f64;
                 m.hung = (book.spawned[MAIN] - ended) as u64;
                 m.fleet_rss_kib = Some(rss().rss_kib);
-                let (_, _) = kill_all(pool, &mut book, FLEET, ctx, m, &events, &sub_rx, false);
+                kill_all(&mut book, FLEET, ctx, m, &events, &sub_rx, false);
                 m.tasks = tasks;
                 m.peak_tasks = f as u64 + concurrency;
                 m.extra.insert("fleet".into(), f as f64);
@@ -518,7 +518,8 @@ fn scenario(
                     workers,
                     None,
                     move |idx| {
-                        let ignore = ignore_term_every > 0 && idx as u64 % ignore_term_every == 0;
+                        let ignore =
+                            ignore_term_every > 0 && (idx as u64).is_multiple_of(ignore_term_every);
                         spec_of(&ctx.programs.tree(width, depth, ignore), ctx).grace(grace)
                     },
                     &sub_tx,
@@ -578,8 +579,6 @@ fn scenario(
         }
         // Whatever is still live (after errors): kill it and wait for its Done.
         if !book.live.is_empty() {
-            let g = book.live.values().next().map(|t| t.group).unwrap_or(MAIN);
-            let _ = g;
             for h in book.live.values() {
                 let _ = h.handle.kill();
             }
@@ -599,9 +598,7 @@ fn scenario(
 
 /// Kills every live task of `group` and waits for their `Done`. Returns (ended, seconds
 /// from the first kill to the last Done).
-#[allow(clippy::too_many_arguments)]
 fn kill_all(
-    _pool: &Pool,
     book: &mut Book,
     group: usize,
     ctx: &Ctx,
