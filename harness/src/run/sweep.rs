@@ -20,7 +20,10 @@ pub fn kill_remaining_children(limit: Duration) -> u64 {
         }
         for &pid in &children {
             // A zombie is already dead (killed by the pool, not yet reaped): reap, not count.
-            let zombie = stat_of(pid).map_or(true, |(state, _)| state == b'Z');
+            let zombie = match stat_of(pid) {
+                Some((state, _)) => state == b'Z',
+                None => true, // gone already
+            };
             if !zombie && signalled.insert(pid) {
                 tracing::info!(pid, "killing a leftover descendant");
                 kill_child(pid);
