@@ -25,6 +25,7 @@
 //! | `spawn=STEPS` | start `pidring helper` with STEPS split on `;` as its arguments, inheriting stdio (so it holds the pipes), not waited for |
 //! | `daemon=STEPS` | fork; that child `setsid()`s and forks again and exits; the grandchild reopens fds 0, 1, 2 on `/dev/null` and runs STEPS (a daemon that escapes the process group and the session) |
 //! | `forktree=N` | fork N extra processes (no exec) as a tree, each node forking up to 4 children; each records its pid in the last `pidfile=` given before this step, then sleeps forever; the original continues once all N have recorded their pid |
+//! | `wait-lines=PATH:N` | wait until PATH holds at least N lines (e.g. pids of other helpers), polling every millisecond |
 //! | `ppid-loop=PATH:MS` | forever: write this process's ppid and `\n` to PATH (replaced atomically by rename) every MS ms |
 //!
 //! After the last step the helper exits 0. Like a C program (and unlike a Rust one), it runs
@@ -55,6 +56,7 @@ pub enum Step {
     Daemon(Vec<Step>),
     ForkTree(u64),
     PpidLoop(CString, u64),
+    WaitLines(std::path::PathBuf, u64),
 }
 
 /// Entry point from `main`: `args` are the words after `helper`. Never returns.
@@ -167,6 +169,16 @@ fn parse_step<'w>(word: &'w [u8], pidfile: &mut Option<CString>) -> Result<Step,
             }
         }
         b"forktree" => Ok(Step::ForkTree(num(need(value)?)?.min(1 << 20))),
+        b"wait-lines" => {
+            let v = need(value)?;
+            let colon = v
+                .iter()
+                .rposition(|&b| b == b':')
+                .ok_or_else(|| bad("expected PATH:N"))?;
+            let p = path(&v[..colon])?;
+            let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes()));
+            Ok(Step::WaitLines(p, num(&v[colon + 1..])?))
+        }
         b"ppid-loop" => {
             let v = need(value)?;
             let colon = v
@@ -265,6 +277,14 @@ fn run_steps(steps: &[Step]) {
             Step::Daemon(nested) => daemon(nested),
             Step::ForkTree(n) => fork_tree(*n, pidfile),
             Step::PpidLoop(path, ms) => ppid_loop(path, *ms),
+            Step::WaitLines(path, n) => {
+                while (std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+                    as u64)
+                    < *n
+                {
+                    sleep_ms(1);
+                }
+            }
         }
     }
 }
@@ -546,6 +566,7 @@ mod tests {
             "daemon=pidfile=/tmp/y;sleep=5",
             "forktree=5",
             "ppid-loop=/tmp/a:b:100",
+            "wait-lines=/tmp/p:3",
             "exit=3",
         ])
         .unwrap();
@@ -560,7 +581,8 @@ mod tests {
             steps[15],
             Step::PpidLoop(CString::new("/tmp/a:b").unwrap(), 100)
         );
-        assert_eq!(steps[16], Step::Exit(3));
+        assert_eq!(steps[16], Step::WaitLines("/tmp/p".into(), 3));
+        assert_eq!(steps[17], Step::Exit(3));
     }
 
     #[test]

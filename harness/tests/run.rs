@@ -395,7 +395,12 @@ fn grandchild_holding_stdout_is_killed_after_drain() {
     let r = run_helper(
         &t.path("r.json"),
         &["--drain", "500ms", "--grace", "1s"],
-        &["out=4", &spawn, "sleep=100", "exit=0"],
+        &[
+            "out=4",
+            &spawn,
+            &format!("wait-lines={}:1", pids.display()),
+            "exit=0",
+        ],
         LIMIT,
     );
     assert_eq!(r.code, Some(0), "PROGRAM's own status: {}", r.stderr_text());
@@ -432,7 +437,11 @@ fn daemon_case(containment: &str) {
             "--grace",
             "500ms",
         ],
-        &[&daemon, "exit=0"],
+        &[
+            &daemon,
+            &format!("wait-lines={}:1", pids.display()),
+            "exit=0",
+        ],
         LIMIT,
     );
     if containment == "cgroup"
@@ -488,8 +497,7 @@ fn fork_tree_case(containment: &str) {
                 "spawn=setsid;pidfile={};forktree=3;sleep=60000",
                 pids.display()
             ),
-            // Time for the spawned child to record its subtree (generous, for loaded machines).
-            "sleep=1000",
+            &format!("wait-lines={}:25", pids.display()),
             "exit=9",
         ],
         LIMIT,
