@@ -327,6 +327,20 @@ pub fn render(results: &Results) -> String {
                 esc(&ok[0].ops_unit),
                 throughput_svg(&ok)
             );
+            if sc == "idle" {
+                let rss = bars_svg(
+                    &ok,
+                    |r| r.rss_per_task_bytes,
+                    |r| {
+                        let kernel = r.extra.get("kernel_kib_per_task").copied().unwrap_or(0.0);
+                        format!(
+                            "{} (kernel ≈{kernel:.0}KiB)",
+                            table::bytes(r.rss_per_task_bytes)
+                        )
+                    },
+                );
+                let _ = write!(s, "<h3>Supervisor RSS per idle task</h3>{rss}");
+            }
             if sc == "killtree" || ok.iter().any(|r| r.survivors > 0) {
                 let _ = write!(
                     s,
