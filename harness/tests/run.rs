@@ -819,3 +819,49 @@ fn a_stalled_stdout_consumer_does_not_hold_pidring_past_the_timeout_or_sigterm()
         assert!(rep["stdout_dropped"].as_u64().unwrap_or(0) > 0, "{rep}");
     }
 }
+
+#[test]
+fn signals_ignored_on_entry_stay_ignored() {
+    // As under `nohup`: SIGHUP (and here SIGINT) ignored when pidring starts stay ignored;
+    // SIGTERM still ends the tree.
+    let t = TempDir::new("nohup");
+    let pids = t.path("pids");
+    let mut guard = Guard::default();
+    guard.pidfile(&pids);
+    let pidfile = format!("pidfile={}", pids.display());
+    let mut cmd = command(helper_args(
+        &t.path("r.json"),
+        &[],
+        &[&pidfile, "sleep=60000"],
+    ));
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: signal(2) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+    let mut running = start(cmd);
+    guard.child(running.pid());
+    let program = wait_pids(&pids, 1, Duration::from_secs(20));
+    assert_eq!(program.len(), 1);
+    running.signal(libc::SIGHUP);
+    running.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "pidring ended on an ignored signal"
+    );
+    assert!(
+        alive(program[0]),
+        "PROGRAM ended on a signal pidring ignores"
+    );
+    running.signal(libc::SIGTERM);
+    let r = running.finish(LIMIT);
+    assert_eq!(r.code, Some(128 + 15), "{}", r.stderr_text());
+    assert_eq!(report(&t.path("r.json"))["received_signal"], 15);
+}

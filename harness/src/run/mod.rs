@@ -42,7 +42,8 @@ Exit status:
 
 Signals: SIGTERM, SIGINT, SIGHUP and SIGQUIT terminate the tree (SIGTERM, then SIGKILL after
 --grace; a second SIGTERM, SIGINT or SIGQUIT kills at once); pidring then exits with
-PROGRAM's status. SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to PROGRAM.
+PROGRAM's status. SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to PROGRAM. A signal that
+was ignored when pidring started (nohup, a background job of a script) stays ignored.
 
 Durations: 1.5s, 500ms, 250us, 2m, 1h, 1d, or a bare number of seconds.";
 
@@ -235,10 +236,20 @@ fn supervise(setup: Setup, args: &RunArgs, program: &OsString, report: &mut Repo
     // Signals before the pool and the spawn: from here on, a SIGTERM ends the tree instead of
     // pidring alone.
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded::<i32>();
+    // A signal ignored when pidring started stays ignored, as in a POSIX shell: `nohup
+    // pidring run …` survives the hangup, a background `pidring run … &` of a script ignores
+    // the terminal's SIGINT.
     let all: Vec<i32> = TERMINATING
         .iter()
         .chain(FORWARDED.iter())
         .copied()
+        .filter(|&sig| {
+            let ignored = ignored_on_entry(sig);
+            if ignored {
+                tracing::info!(sig, "signal ignored on entry: left ignored");
+            }
+            !ignored
+        })
         .collect();
     let mut signals = match signal_hook::iterator::Signals::new(&all) {
         Ok(s) => s,
@@ -382,6 +393,15 @@ fn supervise(setup: Setup, args: &RunArgs, program: &OsString, report: &mut Repo
     }
     tracing::info!(reason = ?outcome.reason, status = ?outcome.status, exit_code = code, "done");
     code
+}
+
+/// Whether `sig`'s disposition is `SIG_IGN` (inherited from whoever started pidring).
+fn ignored_on_entry(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 fn containment_name(c: ContainmentArg) -> &'static str {
