@@ -63,6 +63,9 @@ struct Book {
     failed: [usize; 2],
     /// Every spawn attempt of a group reported (spawned or failed).
     reported: [usize; 2],
+    /// `Output` events received, and the most waiting in the channel at once.
+    outputs: u64,
+    max_queued: usize,
 }
 
 impl Book {
@@ -74,6 +77,8 @@ impl Book {
             spawned: [0; 2],
             failed: [0; 2],
             reported: [0; 2],
+            outputs: 0,
+            max_queued: 0,
         }
     }
 
@@ -96,7 +101,11 @@ impl Book {
     ) -> bool {
         crossbeam_channel::select! {
             recv(events) -> ev => match ev {
-                Ok(ev) => { self.event(mono_ns(), ev); true }
+                Ok(ev) => {
+                    self.max_queued = self.max_queued.max(events.len());
+                    self.event(mono_ns(), ev);
+                    true
+                }
                 Err(_) => { std::thread::sleep(wait.min(Duration::from_millis(10))); false }
             },
             recv(subs) -> sub => match sub {
@@ -134,6 +143,7 @@ impl Book {
         };
         match ev {
             Event::Output { stream, bytes, .. } => {
+                self.outputs += 1;
                 if stream == StreamId::STDOUT {
                     t.clock.feed(&bytes, at);
                 }
@@ -577,6 +587,11 @@ fn scenario(
             }
             Params::Reqrep => {}
         }
+        if book.outputs > 0 {
+            m.extra.insert("output_events".into(), book.outputs as f64);
+        }
+        m.extra
+            .insert("max_events_queued".into(), book.max_queued as f64);
         // Whatever is still live (after errors): kill it and wait for its Done.
         if !book.live.is_empty() {
             for h in book.live.values() {
