@@ -865,3 +865,31 @@ fn signals_ignored_on_entry_stay_ignored() {
     assert_eq!(r.code, Some(128 + 15), "{}", r.stderr_text());
     assert_eq!(report(&t.path("r.json"))["received_signal"], 15);
 }
+
+#[test]
+fn closed_standard_fds_are_survived() {
+    // `pidring run … <&- >&- 2>&-`: no panic, PROGRAM's status, its output goes nowhere (not
+    // into a file pidring opened on the free fd numbers).
+    let t = TempDir::new("closed-fds");
+    let path = t.path("r.json");
+    let mut cmd = command(helper_args(&path, &[], &["out=5", "err=5", "exit=6"]));
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: close(2) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::close(0);
+                libc::close(1);
+                libc::close(2);
+                Ok(())
+            });
+        }
+    }
+    let r = start(cmd).finish(LIMIT);
+    assert_eq!(r.code, Some(6));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with('{') && !text.contains("abcde"), "{text}");
+    let rep = report(&path);
+    assert_eq!(rep["exit_code"], 6);
+    assert_eq!(rep["stdout_bytes"], 5);
+}

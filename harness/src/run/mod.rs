@@ -135,6 +135,9 @@ const MAX_PENDING_TERMINATING: usize = 64 << 20;
 const SWEEP_LIMIT: Duration = Duration::from_secs(5);
 
 pub fn run(args: RunArgs) -> ExitCode {
+    // Started with stdin, stdout or stderr closed (`pidring run … >&-`), the next file pidring
+    // opens would take that number, and PROGRAM's output would be written into it.
+    reserve_std_fds();
     init_logging(args.verbose);
     let program = args.command.first().cloned().unwrap_or_default();
     let mut report = Report {
@@ -393,6 +396,22 @@ fn supervise(setup: Setup, args: &RunArgs, program: &OsString, report: &mut Repo
     }
     tracing::info!(reason = ?outcome.reason, status = ?outcome.status, exit_code = code, "done");
     code
+}
+
+/// Opens `/dev/null` on whichever of fds 0, 1, 2 is closed.
+fn reserve_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: fcntl/open/dup2/close on integers; no memory is passed.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 && null != fd {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
 }
 
 /// Whether `sig`'s disposition is `SIG_IGN` (inherited from whoever started pidring).
