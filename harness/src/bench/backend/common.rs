@@ -253,9 +253,12 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
         Params::Idle { tasks, idle_secs } => {
             let n = ctx.fit(&mut m, tasks, fds, pids_per) as usize;
             let k0 = kernel_kib();
+            let cpu_spawn = cpu_self();
             let t0 = Instant::now();
             let pids = start_fleet(l, ctx, &mut m, n, &ftx, &frx);
             m.extra.insert("spawn_s".into(), t0.elapsed().as_secs_f64());
+            let spawn_cpu = (cpu_self() - cpu_spawn).as_secs_f64();
+            m.extra.insert("spawn_cpu_s".into(), spawn_cpu);
             let per_task = kernel_kib().saturating_sub(k0) as f64 / n.max(1) as f64;
             m.extra.insert("kernel_kib_per_task".into(), per_task);
             m.fleet_rss_kib = Some(rss().rss_kib);
@@ -269,7 +272,10 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
             }
             m.extra
                 .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
+            let cpu_kill = cpu_self();
             let (ended, killall_s) = kill_fleet(l, ctx, &mut m, &pids, &frx, true);
+            let kill_cpu = (cpu_self() - cpu_kill).as_secs_f64();
+            m.extra.insert("killall_cpu_s".into(), kill_cpu);
             m.extra.insert("killall_s".into(), killall_s);
             m.tasks = n as u64;
             m.peak_tasks = n as u64;

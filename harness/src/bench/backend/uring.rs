@@ -333,6 +333,7 @@ fn scenario(
                 let child = ctx.programs.idle();
                 ctx.stage("fleet: spawning", n as u64);
                 let k0 = kernel_kib();
+                let cpu_spawn = cpu_self();
                 let t0 = Instant::now();
                 submit(
                     s,
@@ -351,6 +352,8 @@ fn scenario(
                     }
                 }
                 m.extra.insert("spawn_s".into(), t0.elapsed().as_secs_f64());
+                let spawn_cpu = (cpu_self() - cpu_spawn).as_secs_f64();
+                m.extra.insert("spawn_cpu_s".into(), spawn_cpu);
                 let per_task = kernel_kib().saturating_sub(k0) as f64 / n.max(1) as f64;
                 m.extra.insert("kernel_kib_per_task".into(), per_task);
                 for e in book.ended.drain(..) {
@@ -370,7 +373,10 @@ fn scenario(
                 }
                 m.extra
                     .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
+                let cpu_kill = cpu_self();
                 let (ended, killall_s) = kill_all(&mut book, FLEET, ctx, m, &events, &sub_rx, true);
+                let kill_cpu = (cpu_self() - cpu_kill).as_secs_f64();
+                m.extra.insert("killall_cpu_s".into(), kill_cpu);
                 m.extra.insert("killall_s".into(), killall_s);
                 m.tasks = n as u64;
                 m.peak_tasks = n as u64;
