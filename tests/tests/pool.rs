@@ -515,3 +515,77 @@ fn callback_sink_env_cwd_and_signals_reach_the_program() {
     }
     assert_clean(fds);
 }
+
+/// A consumer slower than its children: the pool stops reading (the child blocks on its
+/// full pipe) instead of queueing without bound, and no byte is lost once reading resumes.
+#[test]
+fn a_slow_consumer_bounds_memory_and_loses_nothing() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        const TOTAL: usize = 300_000_000;
+        let pool = pool(1);
+        let rss_before = status_kib("/proc/self/status", "VmRSS:");
+        let task = pool
+            .spawn(helper(&[&format!("out={TOTAL}"), "exit=0"]))
+            .unwrap();
+        // Nobody reads for a while: the child writes as fast as the pool lets it.
+        std::thread::sleep(Duration::from_secs(2));
+        let grown_kib = status_kib("/proc/self/status", "VmRSS:").saturating_sub(rss_before);
+        assert!(
+            grown_kib < 100 * 1024,
+            "RSS grew by {grown_kib} KiB while nobody read"
+        );
+        let mut seen = 0usize;
+        let outcome = loop {
+            match pool.events().recv_timeout(LIMIT).expect("events") {
+                pidring::Event::Output { bytes, .. } => {
+                    for (i, b) in bytes.iter().enumerate() {
+                        assert_eq!(
+                            *b,
+                            b'a' + ((seen + i) % 26) as u8,
+                            "byte {} differs",
+                            seen + i
+                        );
+                    }
+                    seen += bytes.len();
+                }
+                pidring::Event::Exited { .. } => {}
+                pidring::Event::Done { task: id, outcome } => {
+                    assert_eq!(id, task.id());
+                    break outcome;
+                }
+            }
+        };
+        assert_eq!(seen, TOTAL);
+        assert_eq!(outcome.reason, Reason::Exited(0));
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+/// Dropping a pool whose events nobody reads must not hang on back-pressure.
+#[test]
+fn dropping_a_pool_nobody_reads_from_does_not_hang() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(1);
+        for _ in 0..4 {
+            pool.spawn(helper(&["out=100000000", "sleep=60000"]))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        drop(pool);
+    }
+    assert_clean(fds);
+}
+
+fn status_kib(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use slab::Slab;
 
+use super::backpressure::Backpressure;
 use super::fixed_slots::FixedSlots;
 use super::timers::Timers;
 use super::user_data::{pack, unpack, OpTag, Tag};
@@ -24,6 +25,9 @@ use crate::sys::{pidfd, spawn};
 use crate::task::{
     Action, ExitStatus, Notice, Op, Rejected, StreamId, TaskConfig, TaskMachine, TreeWatch,
 };
+
+/// How often a paused worker looks whether the user drained the event queue.
+const PRESSURE_RECHECK: Duration = Duration::from_millis(5);
 
 /// Slot number used in tags that belong to no task.
 const NO_SLOT: u32 = u32::MAX;
@@ -95,6 +99,9 @@ struct Worker {
     wake: OwnedFd,
     shared: Arc<WorkerShared>,
     sink: EventSink,
+    /// Set once a delivery failed: nobody reads events any more.
+    sink_gone: bool,
+    pressure: Backpressure,
     containment: Arc<PoolContainment>,
     runners: Option<Arc<Mutex<HashSet<i32>>>>,
     scans_orphans: bool,
@@ -137,6 +144,8 @@ pub(super) fn run(
         wake,
         shared,
         sink: setup.sink,
+        sink_gone: false,
+        pressure: Backpressure::default(),
         containment: setup.containment,
         scans_orphans: setup.runners.is_some(),
         periodic_orphan_scan: setup.runners.is_some() && setup.index == 0,
@@ -164,6 +173,7 @@ impl Worker {
         loop {
             self.take_commands();
             self.fire_timers();
+            self.check_pressure()?;
             if self.scans_orphans {
                 self.scan_orphans();
             }
@@ -188,6 +198,10 @@ impl Worker {
             (a, b) => a.or(b),
         };
         let mut timeout = next.map(|t| t.saturating_duration_since(now));
+        if self.pressure.is_paused() {
+            // Nothing wakes the worker when the user drains the queue: look again soon.
+            timeout = Some(timeout.map_or(PRESSURE_RECHECK, |t| t.min(PRESSURE_RECHECK)));
+        }
         let scan_every = if self.orphans_pending {
             Some(ORPHAN_SCAN_MIN_GAP)
         } else if self.periodic_orphan_scan {
@@ -560,9 +574,13 @@ impl Worker {
             let len = res as usize;
             if let Some(bid) = completion.buffer_id() {
                 let bytes = self.ring.buffer(bid, len).to_vec();
-                self.ring.recycle(bid);
+                if self.pressure.is_paused() {
+                    self.pressure.hold_buffer(bid);
+                } else {
+                    self.ring.recycle(bid);
+                }
                 let task = self.tasks[key].id;
-                self.sink.deliver(Event::Output {
+                self.deliver(Event::Output {
                     task,
                     stream,
                     bytes,
@@ -740,7 +758,10 @@ impl Worker {
         };
         match action {
             Action::SubmitRead(stream) => {
-                if let Some(fixed) = task.stream_fixed(stream) {
+                if self.pressure.is_paused() {
+                    self.pressure
+                        .defer_read(key as u32, task.generation, stream);
+                } else if let Some(fixed) = task.stream_fixed(stream) {
                     let user_data = tag(OpTag::Read(stream.0));
                     self.ring
                         .push(ops::read_multishot(fixed, group, user_data))?;
@@ -762,6 +783,23 @@ impl Worker {
             Action::SignalTree(signal) => {
                 if let Some(signal) = signal_byte(signal) {
                     self.push_install(key, OpTag::InstallSignalTree(signal))?;
+                }
+            }
+            Action::Cancel(Op::Read(stream))
+                if self
+                    .pressure
+                    .take_deferred(key as u32, task.generation, stream) =>
+            {
+                // The read never reached the kernel: its cancellation completes at once.
+                let result = task
+                    .machine
+                    .handle_cancelled(Op::Read(stream), Instant::now());
+                if let Err(rejected) = result {
+                    self.shared
+                        .counters
+                        .rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(task = %task.id, %rejected, "machine rejected an event");
                 }
             }
             Action::Cancel(Op::Read(stream)) => {
@@ -797,7 +835,7 @@ impl Worker {
                     task: task.id,
                     status,
                 };
-                self.sink.deliver(event);
+                self.deliver(event);
             }
             Action::Emit(Notice::Done(mut outcome)) => {
                 outcome.descendants_killed = task.descendants_killed;
@@ -805,9 +843,49 @@ impl Worker {
                     task: task.id,
                     outcome,
                 };
-                self.sink.deliver(event);
+                self.deliver(event);
             }
             Action::Release => *release = true,
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, event: Event) {
+        if !self.sink.deliver(event) {
+            self.sink_gone = true;
+        }
+    }
+
+    /// Pauses or resumes reading with the fill of the user's event queue.
+    fn check_pressure(&mut self) -> io::Result<()> {
+        let queued = if self.sink_gone || self.shutting_down {
+            None
+        } else {
+            self.sink.queued()
+        };
+        let Some(resumed) = self.pressure.update(queued) else {
+            return Ok(());
+        };
+        for bid in resumed.buffers {
+            self.ring.recycle(bid);
+        }
+        let group = self.ring.buffer_group();
+        for (slot, generation, stream) in resumed.reads {
+            let Some(task) = self.tasks.get(slot as usize) else {
+                continue;
+            };
+            if task.generation != generation {
+                continue;
+            }
+            if let Some(fixed) = task.stream_fixed(stream) {
+                let user_data = pack(Tag {
+                    slot,
+                    generation,
+                    op: OpTag::Read(stream.0),
+                });
+                self.ring
+                    .push(ops::read_multishot(fixed, group, user_data))?;
+            }
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! - turns completions into machine events and machine actions into submissions; the
 //!   machine alone decides when a task's slot and descriptors are released.
 
+mod backpressure;
 mod event_loop;
 mod fixed_slots;
 mod timers;
@@ -69,11 +70,24 @@ pub(crate) enum EventSink {
 }
 
 impl EventSink {
-    fn deliver(&self, event: Event) {
+    /// Hands an event over; `false` once the receiving side is gone.
+    fn deliver(&self, event: Event) -> bool {
         match self {
             // A user who dropped the receiver no longer wants events: not an error.
-            EventSink::Channel(tx) => drop(tx.send(event)),
-            EventSink::Callback(f) => f(event),
+            EventSink::Channel(tx) => tx.send(event).is_ok(),
+            EventSink::Callback(f) => {
+                f(event);
+                true
+            }
+        }
+    }
+
+    /// Events queued and not yet received; `None` when the sink cannot fill up.
+    fn queued(&self) -> Option<usize> {
+        match self {
+            EventSink::Channel(tx) => Some(tx.len()),
+            // A callback runs on the worker: it is its own back-pressure.
+            EventSink::Callback(_) => None,
         }
     }
 }
