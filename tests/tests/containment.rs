@@ -274,18 +274,23 @@ fn fork_bomb_is_contained_by_pids_max(mode: Containment) {
     pool.shutdown();
 }
 
-/// 6. The supervisor itself killed with SIGKILL: its task runners die within a second.
+/// 6. The supervisor itself killed with SIGKILL: its task runners die within a second
+/// (`PDEATHSIG`). Their own children survive the supervisor in its cgroups; in cgroup mode
+/// the next pool that starts kills them and removes the dead supervisor's cgroups.
 fn supervisor_death_takes_its_runners(mode: &str) {
+    let _serial = serial();
     let bin = pidring_bin().parent().unwrap().join("mini-supervisor");
     let dir = TempDir::new(&format!("pdeath-{mode}"));
-    let pids = dir.path("pids");
-    let _reaper = Reaper(vec![pids.clone()]);
+    let runners_file = dir.path("runners");
+    let grandchildren_file = dir.path("grandchildren");
+    let _reaper = Reaper(vec![runners_file.clone(), grandchildren_file.clone()]);
     let mut supervisor = std::process::Command::new(&bin)
         .args([mode, "4"])
         .arg(pidring_bin())
         .args([
             "helper",
-            &format!("pidfile={}", pids.display()),
+            &format!("pidfile={}", runners_file.display()),
+            &format!("spawn=pidfile={};sleep=60000", grandchildren_file.display()),
             "sleep=60000",
         ])
         .stdout(std::process::Stdio::piped())
@@ -293,7 +298,9 @@ fn supervisor_death_takes_its_runners(mode: &str) {
         .spawn()
         .unwrap();
     let supervisor_pid = supervisor.id() as i32;
-    let ready = eventually(LIMIT, || read_pids(&pids).len() == 4);
+    let ready = eventually(LIMIT, || {
+        read_pids(&runners_file).len() == 4 && read_pids(&grandchildren_file).len() == 4
+    });
     if !ready {
         let _ = supervisor.kill();
         let out = supervisor.wait_with_output().unwrap();
@@ -304,7 +311,8 @@ fn supervisor_death_takes_its_runners(mode: &str) {
         }
         panic!("supervisor did not start its tasks: {stderr}");
     }
-    let runners = read_pids(&pids);
+    let runners = read_pids(&runners_file);
+    let grandchildren = read_pids(&grandchildren_file);
     supervisor.kill().unwrap();
     supervisor.wait().unwrap();
     assert!(
@@ -312,42 +320,60 @@ fn supervisor_death_takes_its_runners(mode: &str) {
         "runners outlived their supervisor by more than 1 s: {:?}",
         runners.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
     );
-    remove_dead_supervisor_cgroups(supervisor_pid);
+    if mode == "cgroup" {
+        // The next pool sweeps the dead supervisor's cgroups and what still ran in them.
+        let pool = Pool::builder()
+            .workers(1)
+            .containment(Containment::Cgroup)
+            .build()
+            .unwrap();
+        assert_all_dead(
+            &grandchildren,
+            "grandchildren of a dead supervisor after the sweep",
+        );
+        assert!(
+            stale_cgroups(supervisor_pid).is_empty(),
+            "left: {:?}",
+            stale_cgroups(supervisor_pid)
+        );
+        drop(pool);
+    } else {
+        eprintln!(
+            "process-group mode: the runners died with their supervisor; their children \
+             ({} of them) outlive it, as documented — the test kills them",
+            grandchildren.iter().filter(|p| alive(**p)).count()
+        );
+    }
 }
 
-/// A SIGKILLed supervisor cannot remove its cgroups: the test does, so nothing is left.
-fn remove_dead_supervisor_cgroups(pid: i32) {
-    fn sweep(dir: &Path, prefix: &str, inside: bool) {
+/// Cgroup directories named after supervisor `pid`, anywhere in the cgroup mounts.
+fn stale_cgroups(pid: i32) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, prefix: &str, found: &mut Vec<std::path::PathBuf>, depth: usize) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if !path.is_dir() {
+            if !path.is_dir() || depth > 6 {
                 continue;
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = inside || name.starts_with(prefix);
-            sweep(&path, prefix, ours);
-            if ours {
-                let removed = eventually(Duration::from_secs(2), || {
-                    std::fs::remove_dir(&path).is_ok()
-                });
-                assert!(removed, "cannot remove {}", path.display());
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(path);
+            } else {
+                walk(&path, prefix, found, depth + 1);
             }
         }
     }
     let prefix = format!("pidring-{pid}-");
+    let mut found = Vec::new();
     for root in [
         "/sys/fs/cgroup/unified",
         "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup",
     ] {
-        if Path::new(root).join("cgroup.procs").exists() {
-            sweep(Path::new(root), &prefix, false);
-        }
+        walk(Path::new(root), &prefix, &mut found, 0);
     }
+    found
 }
 
 macro_rules! both_modes {

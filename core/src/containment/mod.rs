@@ -13,6 +13,7 @@
 mod cgroup;
 mod discover;
 mod process_group;
+mod stale;
 mod subreaper;
 
 use std::io;
@@ -165,7 +166,10 @@ impl PoolContainment {
         }
         let found = discover::discover()
             .map_err(|e| format!("cannot read /proc/self/mountinfo or /proc/self/cgroup: {e}"))
-            .and_then(|h| PoolCgroups::create(&h));
+            .and_then(|h| {
+                stale::sweep(&h);
+                PoolCgroups::create(&h)
+            });
         match found {
             Ok(c) => {
                 tracing::info!(
