@@ -27,6 +27,14 @@ fn main() {
         n as f64 / spawn.as_secs_f64(),
         pool.containment().as_str()
     );
+    if let Some(secs) = std::env::var("PAUSE_BEFORE_KILL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Time to attach a tracer to the kill phase alone.
+        eprintln!("pid {}: killing in {secs} s", std::process::id());
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
     let t = Instant::now();
     for h in &handles {
         h.kill().unwrap();
