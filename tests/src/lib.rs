@@ -11,8 +11,18 @@ use std::time::{Duration, Instant};
 use pidring::{Event, ExitStatus, Outcome, Pool, StreamId, TaskId};
 
 /// Tests in one binary share the process's fd table and children: they run one at a time.
+/// Also turns on the library's logs when `PIDRING_TEST_LOG` holds a filter (e.g. `debug`).
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
+    static LOG: OnceLock<()> = OnceLock::new();
+    LOG.get_or_init(|| {
+        if let Ok(filter) = std::env::var("PIDRING_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 

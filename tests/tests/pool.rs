@@ -297,7 +297,11 @@ fn two_thousand_concurrent_tasks_over_two_workers_all_reach_done() {
         let records = collect(&pool, &ids, Duration::from_secs(120));
         for (i, id) in ids.iter().enumerate() {
             let record = &records[id];
-            assert_eq!(record.stdout(), format!("{i}\n").as_bytes());
+            assert_eq!(
+                record.stdout(),
+                format!("{i}\n").as_bytes(),
+                "task {i}: {record:?}"
+            );
             assert_eq!(record.outcome().reason, Reason::Exited((i % 7) as i32));
         }
         let stats = pool.stats();
@@ -588,4 +592,44 @@ fn status_kib(file: &str, key: &str) -> u64 {
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Back-pressure must never cost output: tasks that exit while reading is paused still
+/// deliver every byte, even with a drain period much shorter than the pause.
+#[test]
+fn tasks_exiting_during_a_pause_lose_no_output() {
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = pool(2);
+        let writer = pool
+            .spawn(helper(&["out=3000000", "sleep=300", "out=1000", "exit=0"]))
+            .unwrap();
+        let mut ids = vec![writer.id()];
+        for i in 0..1300 {
+            let spec = helper(&[&format!("out={}", i % 50 + 1), "exit=0"])
+                .drain(Duration::from_millis(50));
+            ids.push(pool.spawn(spec).unwrap().id());
+        }
+        // Nobody reads: the queue passes the pause mark while tasks keep exiting.
+        std::thread::sleep(Duration::from_millis(1500));
+        let records = collect(&pool, &ids, LIMIT);
+        assert!(records[&writer.id()].stdout() == pattern_concat(&[3_000_000, 1000]));
+        for (i, id) in ids[1..].iter().enumerate() {
+            let record = &records[id];
+            assert_eq!(
+                record.stdout(),
+                pattern(i % 50 + 1).as_slice(),
+                "task {i}: {:?}",
+                record.outcome()
+            );
+            assert_eq!(record.outcome().reason, Reason::Exited(0));
+        }
+        pool.shutdown();
+    }
+    assert_clean(fds);
+}
+
+fn pattern_concat(parts: &[usize]) -> Vec<u8> {
+    parts.iter().flat_map(|n| pattern(*n)).collect()
 }

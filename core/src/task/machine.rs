@@ -26,6 +26,8 @@ pub struct TaskMachine {
     reason: Option<Reason>,
     /// `Emit(Exited)` was queued.
     exited: bool,
+    /// The drain period ran out: reads still open are cancelled rather than awaited.
+    drain_over: bool,
     /// `Emit(Done)` and `Release` were queued: the machine accepts nothing any more.
     released: bool,
     actions: VecDeque<Action>,
@@ -84,6 +86,7 @@ impl TaskMachine {
             timers,
             reason: None,
             exited: false,
+            drain_over: false,
             released: false,
             actions,
             rejected: 0,
@@ -105,6 +108,7 @@ impl TaskMachine {
             timers: Timers::default(),
             reason: Some(Reason::SpawnFailed(errno)),
             exited: true,
+            drain_over: false,
             released: false,
             actions: VecDeque::with_capacity(2),
             rejected: 0,
@@ -283,6 +287,7 @@ impl TaskMachine {
                     }
                 }
                 TimerKind::Drain => {
+                    self.drain_over = true;
                     if !self.settled() {
                         self.begin_terminate(Reason::DrainExpired, now);
                     }
@@ -481,8 +486,18 @@ impl TaskMachine {
             self.begin_terminate(Reason::DrainExpired, now);
         }
         // Ending (terminated, timed out, drain expired), the process reaped and the tree empty
-        // or killed: nobody will close the pipes any more, so cancel the reads.
-        if self.reason.is_some() && self.tree.done() {
+        // or killed. A tree known empty has no writer left: its pipes reach EOF by themselves
+        // and their last bytes are still delivered, so the reads are awaited, for at most the
+        // drain period (a pipe end passed outside the tree). A tree killed but not seen empty,
+        // or a drain period that ran out: cancel the reads.
+        if self.reason.is_some() && self.tree.done() && !self.all_closed() {
+            if self.tree.known_empty() && !self.drain_over {
+                if !self.timers.is_armed(TimerKind::Drain) {
+                    self.timers
+                        .arm(TimerKind::Drain, now.checked_add(self.drain));
+                }
+                return;
+            }
             for s in &mut self.streams {
                 if s.state() == StreamState::Reading {
                     s.set_state(StreamState::Cancelling);

@@ -240,10 +240,13 @@ fn terminate_sends_sigterm_to_tree_then_sigkill_after_grace() {
     assert!(t.feed(Input::Terminate).is_empty());
     assert_eq!(t.tick(6.0), vec![Action::SignalTree(SIGKILL)]);
     assert_eq!(t.m().poll_timeout(), None);
-    // Tree counts as killed (no tree tracking): the reap cancels the open reads.
+    // The tree counts as empty after the reap (no tree tracking): no writer is left, so the
+    // pipes' last bytes are awaited, for at most the drain period; then the reads are cancelled.
     let a = t.feed(Input::ProcessExited(ExitStatus::Signal(SIGKILL)));
+    assert!(a.is_empty(), "{a:?}");
+    assert!(t.tick(6.9).is_empty());
     assert_eq!(
-        a,
+        t.tick(7.0),
         vec![Action::Cancel(Op::Read(S0)), Action::Cancel(Op::Read(S1))]
     );
     t.feed(Input::Cancelled(Op::Read(S0)));
@@ -298,13 +301,12 @@ fn kill_after_reap_sends_no_signal() {
     let (mut t, _) = T::new(config(TreeWatch::None, AfterExit::DrainUntilEof));
     t.feed(Input::ProcessExited(ExitStatus::Code(0)));
     assert!(t.feed(Input::Signal(SIGTERM)).is_empty());
-    // The tree counts as empty after the reap: no signal; the open reads are cancelled.
+    // The tree counts as empty after the reap: no signal; the open reads are awaited for
+    // the drain period (their last bytes still count), then cancelled.
     let a = t.feed(Input::Kill);
-    assert!(!a
-        .iter()
-        .any(|a| matches!(a, Action::SignalMain(_) | Action::SignalTree(_))));
+    assert!(a.is_empty(), "{a:?}");
     assert_eq!(
-        a,
+        t.tick(1.0),
         vec![Action::Cancel(Op::Read(S0)), Action::Cancel(Op::Read(S1))]
     );
 }
@@ -532,12 +534,14 @@ fn timeout_after_exit_cancels_reads_when_draining_until_eof() {
     t.feed(Input::Eof(S1));
     // No drain timer: only the task timeout.
     assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(30)));
-    assert_eq!(t.tick(30.0), vec![Action::Cancel(Op::Read(S0))]);
+    // The timeout fires; no writer is left, so the read gets the drain period to see EOF.
+    assert!(t.tick(30.0).is_empty());
+    assert_eq!(t.tick(31.0), vec![Action::Cancel(Op::Read(S0))]);
     let a = t.feed(Input::Cancelled(Op::Read(S0)));
     let o = T::outcome(&a);
     assert_eq!(o.reason, Reason::TimedOut);
     assert!(!o.tree_signalled);
-    assert_eq!(o.duration, Duration::from_secs(30));
+    assert_eq!(o.duration, Duration::from_secs(31));
     t.c.finish().unwrap();
 }
 
@@ -663,5 +667,27 @@ fn notifies_driver_that_cannot_watch_answers_occupied() {
     let a = t.tick(11.0);
     assert_eq!(T::outcome(&a).reason, Reason::DrainExpired);
     assert_eq!(a.last(), Some(&Action::Release));
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn a_terminated_tasks_last_output_is_awaited_once_its_tree_is_empty() {
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.at(1.0);
+    assert_eq!(t.feed(Input::Terminate), vec![Action::SignalTree(SIGTERM)]);
+    let a = t.feed(Input::ProcessExited(ExitStatus::Signal(SIGTERM)));
+    assert_eq!(a, vec![Action::WatchTree]);
+    // The tree is empty: the pipes have no writer, their bytes are still read to EOF.
+    assert!(t.feed(Input::TreeEmpty).is_empty());
+    t.feed(Input::Data {
+        stream: S0,
+        len: 100,
+        more: true,
+    });
+    t.feed(Input::Eof(S0));
+    let a = t.feed(Input::Eof(S1));
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::Terminated);
+    assert_eq!(o.stream_bytes[0], (S0, 100));
     t.c.finish().unwrap();
 }

@@ -43,6 +43,10 @@ impl Timers {
         }
     }
 
+    pub(super) fn is_armed(&self, kind: TimerKind) -> bool {
+        self.deadlines[kind as usize].is_some()
+    }
+
     pub(super) fn clear(&mut self) {
         self.deadlines = [None; 4];
     }

@@ -1,11 +1,14 @@
 //! Back-pressure: when the user reads events more slowly than children write, the worker
 //! stops feeding the event queue instead of growing it without bound.
 //!
-//! While paused, buffers of the provided ring are not given back after their bytes were
-//! delivered, so armed multishot reads soon end with `-ENOBUFS` (the data stays in the
-//! pipe and the child blocks on a full pipe); the reads the machines then ask for again
-//! wait here until the queue drains. Memory stays bounded by the pause threshold plus the
-//! buffer ring, and no byte is dropped.
+//! A pause cancels the armed reads of running tasks (the data stays in the pipe and the
+//! child blocks on a full pipe); the reads the machines then ask for again wait here until
+//! the queue drains. Memory stays bounded by the pause threshold plus one batch of
+//! completions, and no byte is dropped.
+//!
+//! A task whose main process has exited is exempt: what is left in its pipes is bounded,
+//! and its drain period (which ends by cancelling reads) must not run out while the worker
+//! holds its reads back.
 
 use crate::task::StreamId;
 
@@ -17,15 +20,12 @@ pub(super) const RESUME_AT: usize = 256;
 #[derive(Default)]
 pub(super) struct Backpressure {
     paused: bool,
-    /// Buffers delivered while paused, given back to the kernel on resume.
-    held_buffers: Vec<u16>,
     /// Reads the machines asked for while paused: (slot, generation, stream).
     deferred_reads: Vec<(u32, u16, StreamId)>,
 }
 
-/// What the worker must do after a pressure check.
+/// The reads to submit once the queue drained.
 pub(super) struct Resumed {
-    pub(super) buffers: Vec<u16>,
     pub(super) reads: Vec<(u32, u16, StreamId)>,
 }
 
@@ -48,7 +48,6 @@ impl Backpressure {
                 self.paused = false;
                 tracing::debug!("event queue drained: resuming reads");
                 Some(Resumed {
-                    buffers: std::mem::take(&mut self.held_buffers),
                     reads: std::mem::take(&mut self.deferred_reads),
                 })
             }
@@ -56,12 +55,22 @@ impl Backpressure {
         }
     }
 
-    pub(super) fn hold_buffer(&mut self, bid: u16) {
-        self.held_buffers.push(bid);
-    }
-
     pub(super) fn defer_read(&mut self, slot: u32, generation: u16, stream: StreamId) {
         self.deferred_reads.push((slot, generation, stream));
+    }
+
+    /// Takes the deferred reads of one task (its process exited: what is left in its pipes
+    /// is bounded, and its drain period must not run out while the worker holds back).
+    pub(super) fn take_task(&mut self, slot: u32, generation: u16) -> Vec<StreamId> {
+        let mut taken = Vec::new();
+        self.deferred_reads.retain(|&(s, g, stream)| {
+            let ours = s == slot && g == generation;
+            if ours {
+                taken.push(stream);
+            }
+            !ours
+        });
+        taken
     }
 
     /// Forgets a deferred read (the machine cancelled it); whether there was one.
@@ -84,14 +93,15 @@ mod tests {
         assert!(!bp.is_paused());
         assert!(bp.update(Some(PAUSE_AT)).is_none());
         assert!(bp.is_paused());
-        bp.hold_buffer(7);
         bp.defer_read(1, 2, StreamId::STDOUT);
         bp.defer_read(1, 2, StreamId::STDERR);
         assert!(bp.take_deferred(1, 2, StreamId::STDERR));
+        bp.defer_read(3, 0, StreamId::STDOUT);
+        assert_eq!(bp.take_task(3, 0), vec![StreamId::STDOUT]);
+        assert!(bp.take_task(3, 0).is_empty());
         assert!(!bp.take_deferred(1, 3, StreamId::STDOUT));
         assert!(bp.update(Some(RESUME_AT + 1)).is_none());
         let resumed = bp.update(Some(RESUME_AT)).expect("resumes");
-        assert_eq!(resumed.buffers, vec![7]);
         assert_eq!(resumed.reads, vec![(1, 2, StreamId::STDOUT)]);
         assert!(!bp.is_paused());
     }

@@ -60,8 +60,8 @@ struct TaskSlot {
     pid: i32,
     /// Fixed slot of the pidfd.
     pidfd: u32,
-    /// Fixed slot of each stream's supervisor end.
-    streams: Vec<(StreamId, u32)>,
+    /// Each stream's supervisor end (a fixed slot) and the state of its read.
+    streams: Vec<StreamSlot>,
     tree: Option<TaskContainment>,
     /// `cgroup.events`, open only while the tree is being watched.
     tree_events: Option<OwnedFd>,
@@ -76,12 +76,21 @@ struct TaskSlot {
     reaped: bool,
 }
 
+/// One captured stream of a task, as the driver sees it.
+struct StreamSlot {
+    id: StreamId,
+    /// Fixed-file slot of the supervisor's end.
+    fixed: u32,
+    /// A read is in the kernel (submitted, no final completion yet).
+    armed: bool,
+    /// The machine asked for this read to be cancelled. Any other `-ECANCELED` comes from
+    /// a back-pressure pause, and the read is only stopped, not ended.
+    cancel_asked: bool,
+}
+
 impl TaskSlot {
-    fn stream_fixed(&self, stream: StreamId) -> Option<u32> {
-        self.streams
-            .iter()
-            .find(|(id, _)| *id == stream)
-            .map(|(_, fixed)| *fixed)
+    fn stream(&mut self, stream: StreamId) -> Option<&mut StreamSlot> {
+        self.streams.iter_mut().find(|s| s.id == stream)
     }
 }
 
@@ -370,6 +379,12 @@ impl Worker {
             streams: stream_ids
                 .into_iter()
                 .zip(fixed[1..].iter().copied())
+                .map(|(id, fixed)| StreamSlot {
+                    id,
+                    fixed,
+                    armed: false,
+                    cancel_asked: false,
+                })
                 .collect(),
             tree: Some(tree),
             tree_events: None,
@@ -570,15 +585,12 @@ impl Worker {
         now: Instant,
     ) -> Result<(), Rejected> {
         let res = completion.result;
+        tracing::trace!(task = %self.tasks[key].id, stream = stream.0, res, more = completion.more(), "read completion");
         if res > 0 {
             let len = res as usize;
             if let Some(bid) = completion.buffer_id() {
                 let bytes = self.ring.buffer(bid, len).to_vec();
-                if self.pressure.is_paused() {
-                    self.pressure.hold_buffer(bid);
-                } else {
-                    self.ring.recycle(bid);
-                }
+                self.ring.recycle(bid);
                 let task = self.tasks[key].id;
                 self.deliver(Event::Output {
                     task,
@@ -586,15 +598,32 @@ impl Worker {
                     bytes,
                 });
             }
-            return self.tasks[key]
+            let task = &mut self.tasks[key];
+            if !completion.more() {
+                if let Some(s) = task.stream(stream) {
+                    s.armed = false;
+                }
+            }
+            return task
                 .machine
                 .handle_data(stream, len, completion.more(), now);
         }
-        let machine = &mut self.tasks[key].machine;
+        let task = &mut self.tasks[key];
+        let cancel_asked = match task.stream(stream) {
+            Some(s) => {
+                s.armed = false;
+                s.cancel_asked
+            }
+            None => false,
+        };
+        let machine = &mut task.machine;
         match -res {
             0 => machine.handle_eof(stream, now),
             libc::ENOBUFS => machine.handle_read_stopped(stream, now),
-            libc::ECANCELED => machine.handle_cancelled(Op::Read(stream), now),
+            libc::ECANCELED if cancel_asked => machine.handle_cancelled(Op::Read(stream), now),
+            // Cancelled by a back-pressure pause: the read only stopped; the machine asks for
+            // it again, and the worker submits it when the event queue has drained.
+            libc::ECANCELED => machine.handle_read_stopped(stream, now),
             errno => machine.handle_io_error(stream, errno, now),
         }
     }
@@ -602,6 +631,7 @@ impl Worker {
     fn exited(&mut self, key: usize, status: ExitStatus, now: Instant) -> Result<(), Rejected> {
         let pid = self.tasks[key].pid;
         self.tasks[key].reaped = true;
+        self.resume_reads_of(key);
         self.forget_runner(pid);
         // A runner's death may orphan its descendants: look soon, not on every exit.
         self.orphans_pending = true;
@@ -747,24 +777,23 @@ impl Worker {
     }
 
     fn act(&mut self, key: usize, action: Action, release: &mut bool) -> io::Result<()> {
-        let group = self.ring.buffer_group();
         let task = &mut self.tasks[key];
+        let generation = task.generation;
         let tag = |op| {
             pack(Tag {
                 slot: key as u32,
-                generation: task.generation,
+                generation,
                 op,
             })
         };
         match action {
             Action::SubmitRead(stream) => {
-                if self.pressure.is_paused() {
+                if self.pressure.is_paused() && !task.reaped {
+                    tracing::trace!(task = %task.id, stream = stream.0, "read deferred: event queue full");
                     self.pressure
                         .defer_read(key as u32, task.generation, stream);
-                } else if let Some(fixed) = task.stream_fixed(stream) {
-                    let user_data = tag(OpTag::Read(stream.0));
-                    self.ring
-                        .push(ops::read_multishot(fixed, group, user_data))?;
+                } else {
+                    self.submit_read(key, stream)?;
                 }
             }
             Action::SubmitWait => {
@@ -803,6 +832,9 @@ impl Worker {
                 }
             }
             Action::Cancel(Op::Read(stream)) => {
+                if let Some(s) = task.stream(stream) {
+                    s.cancel_asked = true;
+                }
                 let target = tag(OpTag::Read(stream.0));
                 let user_data = tag(OpTag::Cancel);
                 self.ring.push(ops::cancel(target, user_data))?;
@@ -825,8 +857,8 @@ impl Worker {
             // The wait ends only with the process: it is never cancelled.
             Action::Cancel(Op::Wait) => {}
             Action::Close(stream) => {
-                if let Some(pos) = task.streams.iter().position(|(id, _)| *id == stream) {
-                    let (_, fixed) = task.streams.swap_remove(pos);
+                if let Some(pos) = task.streams.iter().position(|s| s.id == stream) {
+                    let fixed = task.streams.swap_remove(pos).fixed;
                     self.push_close_fixed(fixed)?;
                 }
             }
@@ -856,38 +888,73 @@ impl Worker {
         }
     }
 
-    /// Pauses or resumes reading with the fill of the user's event queue.
+    /// Pauses or resumes reading with the fill of the user's event queue. A pause cancels
+    /// the armed reads of running tasks (their children then block on full pipes); their
+    /// re-submissions wait in the backlog of `Backpressure` until the queue drains.
     fn check_pressure(&mut self) -> io::Result<()> {
         let queued = if self.sink_gone || self.shutting_down {
             None
         } else {
             self.sink.queued()
         };
-        let Some(resumed) = self.pressure.update(queued) else {
-            return Ok(());
-        };
-        for bid in resumed.buffers {
-            self.ring.recycle(bid);
-        }
-        let group = self.ring.buffer_group();
-        for (slot, generation, stream) in resumed.reads {
-            let Some(task) = self.tasks.get(slot as usize) else {
-                continue;
-            };
-            if task.generation != generation {
-                continue;
+        let was_paused = self.pressure.is_paused();
+        let resumed = self.pressure.update(queued);
+        if !was_paused && self.pressure.is_paused() {
+            for (key, task) in self.tasks.iter() {
+                if task.reaped {
+                    continue;
+                }
+                for s in task.streams.iter().filter(|s| s.armed && !s.cancel_asked) {
+                    let tag = |op| {
+                        pack(Tag {
+                            slot: key as u32,
+                            generation: task.generation,
+                            op,
+                        })
+                    };
+                    self.ring
+                        .push(ops::cancel(tag(OpTag::Read(s.id.0)), tag(OpTag::Cancel)))?;
+                }
             }
-            if let Some(fixed) = task.stream_fixed(stream) {
-                let user_data = pack(Tag {
-                    slot,
-                    generation,
-                    op: OpTag::Read(stream.0),
-                });
-                self.ring
-                    .push(ops::read_multishot(fixed, group, user_data))?;
+        }
+        for (slot, generation, stream) in resumed.into_iter().flat_map(|r| r.reads) {
+            let key = slot as usize;
+            if self
+                .tasks
+                .get(key)
+                .is_some_and(|t| t.generation == generation)
+            {
+                self.submit_read(key, stream)?;
             }
         }
         Ok(())
+    }
+
+    /// Submits the reads back-pressure held for this task (its process exited).
+    fn resume_reads_of(&mut self, key: usize) {
+        let generation = self.tasks[key].generation;
+        for stream in self.pressure.take_task(key as u32, generation) {
+            if let Err(e) = self.submit_read(key, stream) {
+                tracing::error!(error = %e, "cannot submit to the ring");
+            }
+        }
+    }
+
+    fn submit_read(&mut self, key: usize, stream: StreamId) -> io::Result<()> {
+        let group = self.ring.buffer_group();
+        let task = &mut self.tasks[key];
+        let generation = task.generation;
+        let Some(s) = task.stream(stream) else {
+            return Ok(());
+        };
+        s.armed = true;
+        let user_data = pack(Tag {
+            slot: key as u32,
+            generation,
+            op: OpTag::Read(stream.0),
+        });
+        let fixed = s.fixed;
+        self.ring.push(ops::read_multishot(fixed, group, user_data))
     }
 
     fn push_install(&mut self, key: usize, op: OpTag) -> io::Result<()> {
@@ -914,7 +981,7 @@ impl Worker {
         let task = self.tasks.remove(key);
         self.generations[key] = self.generations[key].wrapping_add(1);
         self.shared.counters.live.fetch_sub(1, Ordering::Relaxed);
-        for (_, fixed) in &task.streams {
+        for fixed in task.streams.iter().map(|s| &s.fixed) {
             // The machine closes every stream before Release; this only guards a bug.
             tracing::error!(task = %task.id, fixed, "stream still open at release");
             if self.push_close_fixed(*fixed).is_err() {
