@@ -62,8 +62,7 @@ pub enum Step {
 /// Entry point from `main`: `args` are the words after `helper`. Never returns.
 pub fn main(args: Vec<OsString>) -> ! {
     // The Rust runtime ignores SIGPIPE; the programs the helper stands in for do not.
-    // SAFETY: plain libc call, single-threaded.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    raw::default_signal(libc::SIGPIPE);
     let steps = match parse_steps(&args) {
         Ok(steps) => steps,
         Err(msg) => {
@@ -244,32 +243,16 @@ fn run_steps(steps: &[Step]) {
             Step::Chan(fd, n) => write_pattern_or_exit(*fd, *n),
             Step::Lines(n) => write_lines(*n),
             Step::Sleep(ms) => sleep_ms(*ms),
-            Step::IgnoreTerm => unsafe {
-                libc::signal(libc::SIGTERM, libc::SIG_IGN);
-            },
+            Step::IgnoreTerm => raw::ignore_signal(libc::SIGTERM),
             Step::Exit(code) => exit_now(*code),
-            Step::Raise(sig) => unsafe {
-                libc::signal(*sig, libc::SIG_DFL);
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, *sig);
-                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-                libc::raise(*sig);
-            },
-            Step::Setsid => unsafe {
-                libc::setsid();
-            },
+            Step::Raise(sig) => raw::raise_unblocked(*sig),
+            Step::Setsid => raw::setsid(),
             Step::Pidfile(path) => {
                 pidfile = Some(path);
                 record_pid(path);
             }
             Step::Monotonic => {
-                let mut ts = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-                let ns = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+                let ns = raw::monotonic_ns();
                 let line = format!("{ns}\n");
                 check_write(write_all(1, line.as_bytes()));
             }
@@ -335,20 +318,15 @@ fn check_write(r: Result<(), i32>) {
 /// `write(2)` until done, across partial writes and `EINTR`. Err(errno) otherwise.
 pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), i32> {
     while !buf.is_empty() {
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let errno = std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
-            if errno == libc::EINTR {
-                continue;
-            }
-            return Err(errno);
-        }
+        let n = match raw::write(fd, buf) {
+            Ok(n) => n,
+            Err(libc::EINTR) => continue,
+            Err(errno) => return Err(errno),
+        };
         if n == 0 {
             return Err(libc::EIO);
         }
-        buf = &buf[n as usize..];
+        buf = &buf[n..];
     }
     Ok(())
 }
@@ -359,29 +337,25 @@ fn sleep_ms(ms: u64) {
 }
 
 fn exit_now(code: i32) -> ! {
-    unsafe { libc::_exit(code) }
+    raw::exit_now(code)
 }
 
 fn record_pid(path: &CString) {
     let line = format!("{}\n", std::process::id());
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-            0o644 as libc::c_uint,
-        )
+    let fd = match raw::open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let msg = format!(
+                "pidring helper: pidfile {}: {}\n",
+                path.to_string_lossy(),
+                e
+            );
+            let _ = write_all(2, msg.as_bytes());
+            return;
+        }
     };
-    if fd < 0 {
-        let msg = format!(
-            "pidring helper: pidfile {}: {}\n",
-            path.to_string_lossy(),
-            std::io::Error::last_os_error()
-        );
-        let _ = write_all(2, msg.as_bytes());
-        return;
-    }
     let _ = write_all(fd, line.as_bytes());
-    unsafe { libc::close(fd) };
+    raw::close(fd);
 }
 
 fn spawn_helper(words: &[OsString]) {
@@ -402,42 +376,23 @@ fn spawn_helper(words: &[OsString]) {
 }
 
 fn daemon(steps: &[Step]) {
-    unsafe {
-        let pid = libc::fork();
-        if pid < 0 {
-            let _ = write_all(2, b"pidring helper: fork failed\n");
-            return;
-        }
-        if pid > 0 {
-            // Reap the intermediate process, which exits at once.
-            let mut status = 0;
-            while libc::waitpid(pid, &mut status, 0) < 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            {}
-            return;
-        }
+    let intermediate = raw::fork(|| {
         // Intermediate: a new session, then the daemon itself, then leave.
-        libc::setsid();
-        let pid = libc::fork();
-        if pid != 0 {
-            libc::_exit(0);
-        }
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        } else {
-            for fd in 0..3 {
-                libc::close(fd);
-            }
+        raw::setsid();
+        raw::fork(|| {
+            raw::stdio_to_dev_null();
+            run_steps(steps);
+            exit_now(0)
+        });
+        exit_now(0)
+    });
+    match intermediate {
+        // Reap the intermediate process, which exits at once.
+        Some(pid) => raw::wait_child(pid),
+        None => {
+            let _ = write_all(2, b"pidring helper: fork failed\n");
         }
     }
-    run_steps(steps);
-    exit_now(0);
 }
 
 /// Forks `n` processes in a tree (fan-out up to 4). Returns in the original process after
@@ -446,31 +401,24 @@ fn fork_tree(n: u64, pidfile: Option<&CString>) {
     if n == 0 {
         return;
     }
-    let mut fds = [0i32; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+    let Some((rd, wr)) = raw::pipe_cloexec() else {
         let _ = write_all(2, b"pidring helper: pipe failed\n");
         return;
-    }
-    let (rd, wr) = (fds[0], fds[1]);
+    };
     let started = fork_children(n, pidfile, rd, wr);
-    unsafe { libc::close(wr) };
+    raw::close(wr);
     // One byte per forked process, once its pid is recorded. EOF early means some died.
     let mut got = 0u64;
     let mut buf = [0u8; 256];
     while got < started {
-        let r = unsafe { libc::read(rd, buf.as_mut_ptr().cast(), buf.len()) };
-        if r < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            break;
+        match raw::read(rd, &mut buf) {
+            Ok(0) => break,
+            Ok(r) => got += r as u64,
+            Err(libc::EINTR) => continue,
+            Err(_) => break,
         }
-        if r == 0 {
-            break;
-        }
-        got += r as u64;
     }
-    unsafe { libc::close(rd) };
+    raw::close(rd);
 }
 
 /// Forks up to 4 children sharing `budget` processes between them (each child's own share
@@ -482,13 +430,9 @@ fn fork_children(budget: u64, pidfile: Option<&CString>, rd: i32, wr: i32) -> u6
     for j in 0..k {
         // Share `budget` as evenly as possible between k subtrees.
         let share = budget / k + u64::from(j < budget % k);
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
+        if raw::fork(|| tree_node(share - 1, pidfile, rd, wr)).is_none() {
             let _ = write_all(2, b"pidring helper: fork failed\n");
             break;
-        }
-        if pid == 0 {
-            tree_node(share - 1, pidfile, rd, wr);
         }
         forked += share;
     }
@@ -496,7 +440,7 @@ fn fork_children(budget: u64, pidfile: Option<&CString>, rd: i32, wr: i32) -> u6
 }
 
 fn tree_node(descendants: u64, pidfile: Option<&CString>, rd: i32, wr: i32) -> ! {
-    unsafe { libc::close(rd) };
+    raw::close(rd);
     if let Some(p) = pidfile {
         record_pid(p);
     }
@@ -505,10 +449,8 @@ fn tree_node(descendants: u64, pidfile: Option<&CString>, rd: i32, wr: i32) -> !
         // Our children report on the same pipe; if a fork fails the original sees EOF early.
         fork_children(descendants, pidfile, -1, wr);
     }
-    unsafe { libc::close(wr) };
-    loop {
-        unsafe { libc::pause() };
-    }
+    raw::close(wr);
+    raw::pause_forever()
 }
 
 fn ppid_loop(path: &CString, ms: u64) -> ! {
@@ -519,22 +461,219 @@ fn ppid_loop(path: &CString, ms: u64) -> ! {
         Err(_) => exit_now(2),
     };
     loop {
-        let line = format!("{}\n", unsafe { libc::getppid() });
+        let line = format!("{}\n", raw::getppid());
+        if let Ok(fd) = raw::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) {
+            let _ = write_all(fd, line.as_bytes());
+            raw::close(fd);
+            raw::rename(&tmp, path);
+        }
+        sleep_ms(ms);
+    }
+}
+
+/// The helper's raw system calls, behind safe functions. This module is the helper's only
+/// `unsafe` (it stays inside this file, which the tests crate compiles on its own as well).
+///
+/// The helper is a single-threaded test program: `helper::main` is entered before any thread
+/// exists (pidring's `main` dispatches to it before anything else; the tests'
+/// `pidring-helper` binary does nothing else) and it never starts a thread. Several blocks
+/// below rely on that; they say so.
+///
+/// File descriptors are plain integers here, as in the C programs the helper stands in for:
+/// only fds the helper opened itself (and 0, 1, 2) are passed in; no `File`/`OwnedFd` owns
+/// any of them. A stale or bad fd makes the call fail with `EBADF`, which touches no memory.
+#[allow(unsafe_code)]
+mod raw {
+    use std::ffi::CStr;
+
+    /// The errno of the last failed call, `EIO` if there is none.
+    fn errno() -> i32 {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    }
+
+    /// `signal(sig, SIG_DFL)`; an invalid `sig` is ignored (EINVAL).
+    pub fn default_signal(sig: i32) {
+        // SAFETY: installs no handler function, only the default disposition, so no code can
+        // run asynchronously because of it; signal() reads no memory of ours.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+
+    /// `signal(sig, SIG_IGN)`; an invalid `sig` is ignored (EINVAL).
+    pub fn ignore_signal(sig: i32) {
+        // SAFETY: as in `default_signal`: SIG_IGN runs no code of ours.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+
+    /// Restores `sig`'s default disposition, unblocks it and raises it. Returns only if the
+    /// process survives it (a signal whose default action is to ignore or stop/continue).
+    pub fn raise_unblocked(sig: i32) {
+        default_signal(sig);
+        // SAFETY: sigset_t is a plain bit array, for which all-zero bytes are a valid value
+        // (sigemptyset then initialises it properly).
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is ours, valid and writable; sigprocmask only reads it, and a null
+        // old set means "do not report". Unblocking a signal whose disposition is the
+        // default runs no handler. The process is single-threaded, so the mask that
+        // sigprocmask changes is the whole process's. raise() then delivers `sig` to us.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    }
+
+    /// `setsid()`; an error (already a group leader) is ignored.
+    pub fn setsid() {
+        // SAFETY: no arguments, no memory; it only changes our session and process group.
+        unsafe { libc::setsid() };
+    }
+
+    /// `getppid()`.
+    pub fn getppid() -> i32 {
+        // SAFETY: no arguments, no memory, cannot fail.
+        unsafe { libc::getppid() }
+    }
+
+    /// `CLOCK_MONOTONIC` in nanoseconds.
+    pub fn monotonic_ns() -> u128 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is ours, valid and writable; clock_gettime only writes it.
+        // CLOCK_MONOTONIC always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+    }
+
+    /// One `write(2)`: how many bytes were written, or the errno.
+    pub fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; write()
+        // only reads it. See the module docs on fds.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        usize::try_from(n).map_err(|_| errno())
+    }
+
+    /// One `read(2)`: how many bytes were read (0 at EOF), or the errno.
+    pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes and exclusively ours for the
+        // whole call; read() writes at most that many bytes into it. See the module docs on
+        // fds.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        usize::try_from(n).map_err(|_| errno())
+    }
+
+    /// `open(path, flags | O_CLOEXEC, 0644)`: the new fd, which the caller must `close`.
+    pub fn open(path: &CStr, flags: i32) -> Result<i32, std::io::Error> {
+        // SAFETY: `path` is a NUL-terminated C string valid for the call; open() only reads
+        // it. The mode argument is read because `flags` may hold O_CREAT.
         let fd = unsafe {
             libc::open(
-                tmp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                path.as_ptr(),
+                flags | libc::O_CLOEXEC,
                 0o644 as libc::c_uint,
             )
         };
-        if fd >= 0 {
-            let _ = write_all(fd, line.as_bytes());
-            unsafe {
-                libc::close(fd);
-                libc::rename(tmp.as_ptr(), path.as_ptr());
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(fd)
+        }
+    }
+
+    /// `close(fd)`; errors (e.g. `EBADF` for -1) are ignored.
+    pub fn close(fd: i32) {
+        // SAFETY: touches no memory. Callers pass fds they got from `open`/`pipe_cloexec`
+        // and close each once; no Rust object owns them (see the module docs).
+        unsafe { libc::close(fd) };
+    }
+
+    /// `rename(from, to)`; errors are ignored.
+    pub fn rename(from: &CStr, to: &CStr) {
+        // SAFETY: both are NUL-terminated C strings valid for the call; rename() only reads
+        // them.
+        unsafe { libc::rename(from.as_ptr(), to.as_ptr()) };
+    }
+
+    /// A close-on-exec pipe: (read end, write end).
+    pub fn pipe_cloexec() -> Option<(i32, i32)> {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` is ours and has room for the two ints pipe2() writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return None;
+        }
+        Some((fds[0], fds[1]))
+    }
+
+    /// `_exit(code)`: ends the process at once, without running destructors or atexit
+    /// handlers (there is nothing buffered to flush: the helper writes with raw write(2)).
+    pub fn exit_now(code: i32) -> ! {
+        // SAFETY: _exit never returns and touches no memory of ours; skipping destructors is
+        // exactly what a forked child must do so that nothing of its parent runs twice.
+        unsafe { libc::_exit(code) }
+    }
+
+    /// Sleeps until a signal ends the process.
+    pub fn pause_forever() -> ! {
+        loop {
+            // SAFETY: no arguments, no memory; returns only when a handler ran (we install
+            // none, so only after a signal that neither kills nor is ignored, e.g. SIGCONT).
+            unsafe { libc::pause() };
+        }
+    }
+
+    /// Waits for (and reaps) the child `pid`, retrying after `EINTR`; other errors end the
+    /// wait.
+    pub fn wait_child(pid: i32) {
+        let mut status = 0;
+        // SAFETY: `status` is ours, valid and writable; waitpid() only writes it.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
+    }
+
+    /// `fork()`. In the parent: `Some(child's pid)`, or `None` if the fork failed. In the
+    /// child: runs `child`, which never returns (it ends with `_exit`, or never ends; its
+    /// return type is the uninhabited `Infallible`, as `-> !` is not stable in bounds).
+    pub fn fork(child: impl FnOnce() -> std::convert::Infallible) -> Option<i32> {
+        // SAFETY: fork() duplicates the process; in Rust the danger is the child of a
+        // multi-threaded process, which inherits locks held (and data being changed) by
+        // threads that do not exist in it, and so may only make async-signal-safe calls
+        // until it execs. The helper is single-threaded (module docs): the child is a whole,
+        // consistent copy, so it may allocate, format and write like its parent, which it
+        // does. It never comes back here: `child` diverges, ending in `_exit` (no destructor
+        // of the parent's objects runs twice, no buffered output is flushed twice; the helper
+        // buffers none) or in `pause_forever`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            child();
+        }
+        (pid > 0).then_some(pid)
+    }
+
+    /// Points fds 0, 1 and 2 at `/dev/null` (closes them if it cannot be opened): what a
+    /// daemon does after its second fork.
+    pub fn stdio_to_dev_null() {
+        // SAFETY: the path is a static NUL-terminated string. fds 0..=2 are owned by no Rust
+        // object of the helper (it writes them with raw write(2)), so replacing or closing
+        // them leaves nobody with a dangling fd; `null` is ours and closed at most once (and
+        // not if it is itself one of 0..=2, which it then stays).
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                for fd in 0..3 {
+                    libc::dup2(null, fd);
+                }
+                if null > 2 {
+                    libc::close(null);
+                }
+            } else {
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
             }
         }
-        sleep_ms(ms);
     }
 }
 

@@ -1,9 +1,16 @@
 //! The `pidring` command: `pidring run` (a tree-safe drop-in for `timeout` and `tini`),
 //! `pidring bench`, and the hidden `pidring helper` that tests run as their children.
+//!
+//! `unsafe` lives in `sys` (the system layer of `run` and `bench`) and in the private `raw`
+//! module of `helper`, which stays self-contained because the tests crate compiles it too.
+#![deny(unsafe_code)]
+
 mod bench;
 mod duration;
 mod helper;
 mod run;
+#[allow(unsafe_code)]
+mod sys;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -57,31 +57,25 @@ fn is_zombie(pid: i32) -> bool {
 /// Makes this process a child subreaper, so orphans of a scenario's trees come back here to
 /// be reaped by [`cleanup`] instead of lingering under PID 1.
 pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    crate::sys::become_subreaper();
 }
 
 /// Reaps every exited child of this process without blocking. Only call it when no backend
 /// is still waiting for its own children.
 pub fn reap_all() -> u64 {
     let mut n = 0;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on any child, non-blocking.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return n;
-        }
+    while crate::sys::reap_any().is_some() {
         n += 1;
     }
+    n
 }
 
-/// SIGKILLs every live process carrying the tag.
+/// SIGKILLs every live process carrying the tag (through pidfds; a pid that just went away
+/// is skipped).
 pub fn kill_tagged(tag: &str) -> usize {
     let c = census(tag);
     for &pid in &c.alive {
-        // SAFETY: kill(2); a pid that just went away gives ESRCH, which is fine.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        crate::sys::kill_via_pidfd(pid);
     }
     c.alive.len()
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
 /// `VmRSS` and `VmHWM` of this process, in KiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rss {
@@ -40,63 +42,39 @@ pub fn reset_peak_rss() {
 
 /// User + system CPU time of this process (all its threads; not its children).
 pub fn cpu_self() -> Duration {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return Duration::ZERO;
-    }
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    crate::sys::rusage_self_cpu().unwrap_or(Duration::ZERO)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock the test helper's `monotonic` step prints.
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::sys::monotonic_ns()
 }
+
+/// `RLIM_INFINITY` as the raw limits report it.
+const INFINITY: u64 = u64::MAX;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns (soft, hard) after the attempt.
 pub fn raise_nofile() -> (u64, u64) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return (1024, 1024);
-        }
-        if rl.rlim_cur < rl.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: rl.rlim_max,
-                rlim_max: rl.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                rl.rlim_cur = rl.rlim_max;
-            }
+    let rl = getrlimit(Resource::Nofile);
+    let (mut cur, max) = (
+        rl.current.unwrap_or(INFINITY),
+        rl.maximum.unwrap_or(INFINITY),
+    );
+    if cur < max {
+        let want = Rlimit {
+            current: rl.maximum,
+            maximum: rl.maximum,
+        };
+        if setrlimit(Resource::Nofile, want).is_ok() {
+            cur = max;
         }
     }
-    (rl.rlim_cur, rl.rlim_max)
+    (cur, max)
 }
 
-fn rlimit_soft(res: libc::__rlimit_resource_t) -> Option<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit on a struct we own.
-    if unsafe { libc::getrlimit(res, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(rl.rlim_cur)
+/// The soft limit of `res`, `None` when unlimited.
+fn rlimit_soft(res: Resource) -> Option<u64> {
+    getrlimit(res).current
 }
 
 /// Open fds of this process right now.
@@ -147,7 +125,7 @@ pub fn fit_tasks(asked: u64, fds: u64, pids: u64) -> (u64, Option<String>) {
                 "pid_max {pid_max} with {used} in use, at {pids} pids per task"
             ));
         }
-        if let Some(nproc) = rlimit_soft(libc::RLIMIT_NPROC) {
+        if let Some(nproc) = rlimit_soft(Resource::Nproc) {
             let room = nproc.saturating_sub(used + 1000) / pids;
             if room < n {
                 n = room;

@@ -400,27 +400,12 @@ fn supervise(setup: Setup, args: &RunArgs, program: &OsString, report: &mut Repo
 
 /// Opens `/dev/null` on whichever of fds 0, 1, 2 is closed.
 fn reserve_std_fds() {
-    for fd in 0..3 {
-        // SAFETY: fcntl/open/dup2/close on integers; no memory is passed.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) == -1 {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 && null != fd {
-                    libc::dup2(null, fd);
-                    libc::close(null);
-                }
-            }
-        }
-    }
+    crate::sys::reserve_std_fds();
 }
 
 /// Whether `sig`'s disposition is `SIG_IGN` (inherited from whoever started pidring).
 fn ignored_on_entry(sig: i32) -> bool {
-    // SAFETY: sigaction with a null new action only reads the current one into `old`.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-    }
+    crate::sys::signal_ignored(sig)
 }
 
 fn containment_name(c: ContainmentArg) -> &'static str {

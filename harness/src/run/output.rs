@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -127,35 +128,23 @@ impl Writer {
     }
 }
 
-/// `write(2)` all of `buf` to `fd`. Err(errno) on a real failure.
+/// `write(2)` all of `buf` to `fd` (1 or 2). Err(errno) on a real failure.
 pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), i32> {
     while !buf.is_empty() {
-        // SAFETY: buf is a valid readable slice for its length.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let errno = std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
-            match errno {
-                libc::EINTR => continue,
-                // Someone set O_NONBLOCK on a description we share: wait until writable.
-                libc::EAGAIN => {
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, 1000) };
-                    continue;
-                }
-                _ => return Err(errno),
+        let n = match crate::sys::write_stdio(fd, buf) {
+            Ok(n) => n,
+            Err(libc::EINTR) => continue,
+            // Someone set O_NONBLOCK on a description we share: wait until writable.
+            Err(libc::EAGAIN) => {
+                crate::sys::wait_writable(fd, Duration::from_secs(1));
+                continue;
             }
-        }
+            Err(errno) => return Err(errno),
+        };
         if n == 0 {
             return Err(libc::EIO);
         }
-        buf = &buf[n as usize..];
+        buf = &buf[n..];
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -78,13 +77,8 @@ impl ReportFile {
             ));
         }
         // Back to blocking writes.
-        // SAFETY: fcntl on an fd we own.
-        unsafe {
-            let fd = file.as_raw_fd();
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-            }
+        if let Ok(flags) = rustix::fs::fcntl_getfl(&file) {
+            let _ = rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK);
         }
         Ok(ReportFile {
             path: path.to_owned(),

@@ -42,31 +42,17 @@ pub fn kill_remaining_children(limit: Duration) -> u64 {
 /// SIGKILL through a pidfd. The pid is our unreaped child, so it cannot have been reused; the
 /// pidfd pins it for the check that it is still ours.
 fn kill_child(pid: i32) {
-    // SAFETY: plain syscalls on integers.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    if pidfd < 0 {
+    let Some(pidfd) = crate::sys::pidfd_open(pid) else {
         return; // gone (reaped by the pool's subreaper)
-    }
+    };
     if stat_of(pid).is_some_and(|(_, ppid)| ppid == std::process::id() as i32) {
-        // SAFETY: valid pidfd, null siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd,
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
+        crate::sys::pidfd_kill(&pidfd);
     }
-    // SAFETY: we own pidfd.
-    unsafe { libc::close(pidfd) };
 }
 
 fn reap(pid: i32) {
-    let mut status = 0;
-    // SAFETY: plain syscall. ECHILD when the pool's subreaper reaped it first: fine.
-    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    // ECHILD when the pool's subreaper reaped it first: fine.
+    crate::sys::reap(pid);
 }
 
 /// State letter and ppid of `pid`, from `/proc/<pid>/stat`.

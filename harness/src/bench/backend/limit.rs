@@ -4,18 +4,16 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::mono_ns;
 use crate::bench::scenario::Params;
 use crate::bench::stats::{Latency, LineClock};
-
-/// `__WNOTHREAD`: wait only for children of the calling thread.
-const WNOTHREAD: i32 = 0x2000_0000;
 
 pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
     match *params {
@@ -52,6 +50,7 @@ fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
         crate::bench::census::TAG_VAR,
         ctx.tag
     )));
+    let spec = crate::sys::SpawnSpec::new(prog, argv_c, env_c);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -63,14 +62,9 @@ fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
             .map(|t| {
                 let my_n = tasks / threads + u64::from(t < tasks % threads);
                 let my_c = (concurrency / threads).max(1);
-                let (prog, argv_c, env_c, bar) = (&prog, &argv_c, &env_c, &ctx.bar);
+                let (spec, bar) = (&spec, &ctx.bar);
                 s.spawn(move || {
-                    let mut argv: Vec<*mut libc::c_char> =
-                        argv_c.iter().map(|a| a.as_ptr() as *mut _).collect();
-                    argv.push(std::ptr::null_mut());
-                    let mut envp: Vec<*mut libc::c_char> =
-                        env_c.iter().map(|a| a.as_ptr() as *mut _).collect();
-                    envp.push(std::ptr::null_mut());
+                    let spawner = spec.spawner();
                     let mut lat = Latency::default();
                     let mut errors = 0;
                     let mut samples = Vec::new();
@@ -79,47 +73,37 @@ fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
                     loop {
                         while started < my_n && (inflight.len() as u64) < my_c {
                             started += 1;
-                            let mut pid: libc::pid_t = 0;
                             let s0 = mono_ns();
-                            // SAFETY: argv/envp are NUL-terminated arrays of C strings that
-                            // outlive the call; no file actions or attributes.
-                            let rc = unsafe {
-                                libc::posix_spawn(
-                                    &mut pid,
-                                    prog.as_ptr(),
-                                    std::ptr::null(),
-                                    std::ptr::null(),
-                                    argv.as_ptr(),
-                                    envp.as_ptr(),
-                                )
-                            };
-                            if rc != 0 {
-                                errors += 1;
-                                if samples.len() < 3 {
-                                    samples.push(format!(
-                                        "posix_spawn: {}",
-                                        std::io::Error::from_raw_os_error(rc)
-                                    ));
+                            match spawner.spawn() {
+                                Ok(pid) => {
+                                    inflight.insert(pid, s0);
                                 }
-                            } else {
-                                inflight.insert(pid, s0);
+                                Err(rc) => {
+                                    errors += 1;
+                                    if samples.len() < 3 {
+                                        samples.push(format!(
+                                            "posix_spawn: {}",
+                                            std::io::Error::from_raw_os_error(rc)
+                                        ));
+                                    }
+                                }
                             }
                         }
                         if inflight.is_empty() {
                             break;
                         }
-                        let mut status = 0;
-                        // SAFETY: waits for a child of this thread.
-                        let pid = unsafe { libc::waitpid(-1, &mut status, WNOTHREAD) };
-                        if pid < 0 {
-                            errors += 1;
-                            samples.push(format!("waitpid: {}", std::io::Error::last_os_error()));
-                            break;
-                        }
+                        let (pid, exited_zero) = match crate::sys::wait_thread_child() {
+                            Ok(ended) => ended,
+                            Err(e) => {
+                                errors += 1;
+                                samples.push(format!("waitpid: {e}"));
+                                break;
+                            }
+                        };
                         if let Some(s0) = inflight.remove(&pid) {
                             lat.record_ns(mono_ns().saturating_sub(s0));
                             bar.inc(1);
-                            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                            if !exited_zero {
                                 errors += 1;
                             }
                         }
@@ -149,6 +133,12 @@ fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
     m
 }
 
+/// The chatty floor's poll timeout, as the original 1000 ms.
+const POLL_TIMEOUT: Timespec = Timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
+
 fn chatty(tasks: u64, rounds: u64, lines: u64, ctx: &Ctx) -> Result<Measured, NotRun> {
     let mut m = Measured::default();
     let n = ctx.fit(&mut m, tasks, 1, 1) as usize;
@@ -176,33 +166,35 @@ fn chatty(tasks: u64, rounds: u64, lines: u64, ctx: &Ctx) -> Result<Measured, No
     let mut open = children.len();
     let deadline = t0 + Duration::from_secs(180);
     while open > 0 && Instant::now() < deadline {
-        let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(open);
-        let mut which = Vec::with_capacity(open);
-        for (i, c) in children.iter().enumerate() {
-            if let Some(out) = &c.1 {
-                pfds.push(libc::pollfd {
-                    fd: out.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                which.push(i);
+        // Which children are readable (or hung up), found by one poll over every open pipe.
+        let mut ready: Vec<(usize, PollFlags)> = Vec::new();
+        {
+            let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(open);
+            let mut which = Vec::with_capacity(open);
+            for (i, c) in children.iter().enumerate() {
+                if let Some(out) = &c.1 {
+                    pfds.push(PollFd::new(out, PollFlags::IN));
+                    which.push(i);
+                }
             }
-        }
-        // SAFETY: pfds is a valid array of pollfd.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
-        if r < 0 {
-            continue;
-        }
-        for (p, &i) in pfds.iter().zip(&which) {
-            if p.revents == 0 {
+            if poll(&mut pfds, Some(&POLL_TIMEOUT)).is_err() {
                 continue;
             }
-            // SAFETY: read into our buffer from an fd we own.
-            let got = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            for (p, &i) in pfds.iter().zip(&which) {
+                if !p.revents().is_empty() {
+                    ready.push((i, p.revents()));
+                }
+            }
+        }
+        for (i, revents) in ready {
             let c = &mut children[i];
-            if got > 0 {
-                c.2.feed(&buf[..got as usize], mono_ns());
-            } else if got == 0 || p.revents & (libc::POLLHUP | libc::POLLERR) != 0 && got < 0 {
+            let Some(out) = &c.1 else { continue };
+            let got = rustix::io::read(out, &mut buf[..]);
+            if let Ok(got @ 1..) = got {
+                c.2.feed(&buf[..got], mono_ns());
+            } else if got == Ok(0)
+                || revents.intersects(PollFlags::HUP | PollFlags::ERR) && got.is_err()
+            {
                 c.1 = None;
                 open -= 1;
                 match c.0.wait() {

@@ -1,7 +1,7 @@
 //! `threads`: std::process with a thread per child. The thread reads stdout to EOF, then
 //! stderr, then waits (the bench children write nothing on stderr, so reading them in turn
-//! cannot deadlock here). A kill is `kill(pid, SIGKILL)` to the main process, what
-//! `Child::kill` does, sent by the controlling thread.
+//! cannot deadlock here). A kill is a SIGKILL to the main process (what `Child::kill` does,
+//! sent through a pidfd), sent by the controlling thread.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -59,9 +59,9 @@ impl Launch for Threads {
 
     fn kill_group(&mut self, _group: usize, pids: &[i32]) {
         for &pid in pids.iter().filter(|&&p| p > 0) {
-            // SAFETY: kill(2). The thread reaps only after EOF on stdout, which the killed
-            // process's exit brings, so the pid is not reused before this.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The thread reaps only after EOF on stdout, which the killed process's exit
+            // brings, so the pid is not reused before this.
+            crate::sys::kill_via_pidfd(pid);
         }
     }
 
