@@ -633,3 +633,44 @@ fn tasks_exiting_during_a_pause_lose_no_output() {
 fn pattern_concat(parts: &[usize]) -> Vec<u8> {
     parts.iter().flat_map(|n| pattern(*n)).collect()
 }
+
+#[test]
+fn pool_and_handles_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Pool>();
+    assert_send_sync::<pidring::TaskHandle>();
+    assert_send_sync::<pidring::Event>();
+    let _serial = serial();
+    let fds = fd_count();
+    {
+        let pool = std::sync::Arc::new(pool(2));
+        let spawners: Vec<_> = (0..4)
+            .map(|t| {
+                let pool = std::sync::Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            pool.spawn(helper(&[&format!("exit={}", (t * 25 + i) % 256)]))
+                                .unwrap()
+                                .id()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let ids: Vec<_> = spawners
+            .into_iter()
+            .flat_map(|s| s.join().unwrap())
+            .collect();
+        let records = collect(&pool, &ids, LIMIT);
+        assert_eq!(records.len(), 100);
+        assert!(records
+            .values()
+            .all(|r| matches!(r.outcome().reason, Reason::Exited(_))));
+        std::sync::Arc::try_unwrap(pool)
+            .ok()
+            .expect("sole owner")
+            .shutdown();
+    }
+    assert_clean(fds);
+}
