@@ -287,8 +287,10 @@ fn supervise(setup: Setup, args: &RunArgs, program: &OsString, report: &mut Repo
         BackendArg::Uring => Backend::Uring,
         BackendArg::Epoll => Backend::Epoll,
     };
+    // One task: one small ring starts faster than the fleet-sized default.
     let pool = match Pool::builder()
         .workers(1)
+        .submission_queue(64)
         .subreaper(true)
         .containment(containment)
         .backend(backend)
