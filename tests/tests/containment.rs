@@ -395,6 +395,8 @@ fn finish(fds_before: usize) {
         "fd leak"
     );
     assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
+    let ours = stale_cgroups(std::process::id() as i32);
+    assert!(ours.is_empty(), "cgroups left after the pool was shut down: {ours:?}");
 }
 
 both_modes!(

@@ -499,6 +499,16 @@ impl TaskContainment {
         self.cgroup.as_ref().map(|c| c.dir.as_path())
     }
 
+    /// For a task whose only cgroup is its v2 directory: that directory, to be removed
+    /// asynchronously (the worker's ring); `Err(self)` when more needs removing.
+    pub(crate) fn into_single_dir(self) -> Result<Option<PathBuf>, TaskContainment> {
+        match &self.cgroup {
+            None => Ok(None),
+            Some(c) if c.v1_dirs.is_empty() => Ok(self.cgroup.map(|c| c.dir)),
+            Some(_) => Err(self),
+        }
+    }
+
     /// Removes the task's cgroup(s); the tree must be empty. Retries briefly on `EBUSY`.
     pub(crate) fn remove(self) -> io::Result<()> {
         match &self.cgroup {
@@ -510,3 +520,10 @@ impl TaskContainment {
 
 #[cfg(test)]
 mod tests;
+
+/// Removes a task's cgroup directory (and any cgroup the task made below it), retrying
+/// briefly while the kernel still counts it busy: the fallback when the ring's
+/// asynchronous removal failed.
+pub(crate) fn remove_task_dir(dir: &Path) -> io::Result<()> {
+    cgroup::remove_tree(dir)
+}

@@ -2,14 +2,15 @@
 //! fixed-file table (so per-task fds stay out of the process fd table), and a provided
 //! buffer ring (so an idle task holds no read buffer).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use io_uring::{cqueue, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 /// A completion, copied out of the completion queue so the ring can be borrowed again.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,9 @@ pub(crate) struct Ring {
     files: u32,
     /// Submissions that did not fit in the submission queue yet.
     backlog: VecDeque<Sqe>,
+    /// Paths that submissions in flight point at, by `user_data`: kept alive until the
+    /// owner takes them back after the completion ([`Ring::take_path`]).
+    paths: HashMap<u64, CString>,
 }
 
 impl Ring {
@@ -67,6 +71,7 @@ impl Ring {
             buffers,
             files,
             backlog: VecDeque::new(),
+            paths: HashMap::new(),
         })
     }
 
@@ -156,6 +161,31 @@ impl Ring {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Removes the directory `path` (`unlinkat(AT_FDCWD, path, AT_REMOVEDIR)`) in the kernel's
+    /// workers, off this thread. `user_data` must be unique among submissions in flight; the
+    /// path is kept until [`Ring::take_path`] after its completion.
+    pub(crate) fn push_rmdir(&mut self, path: CString, user_data: u64) -> io::Result<()> {
+        let entry = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+            .flags(libc::AT_REMOVEDIR)
+            .build()
+            .user_data(user_data);
+        // The CString's buffer does not move when the CString moves into the map, and it
+        // stays there until the completion was seen (`take_path`), so the pointer the
+        // entry holds stays valid for as long as the kernel may read it.
+        self.paths.insert(user_data, path);
+        self.push(Sqe(entry))
+    }
+
+    /// How many `push_rmdir` completions are still to come.
+    pub(crate) fn rmdirs_in_flight(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// The path of a completed `push_rmdir`, released once its completion was seen.
+    pub(crate) fn take_path(&mut self, user_data: u64) -> Option<CString> {
+        self.paths.remove(&user_data)
     }
 
     /// Moves every available completion into `out`.

@@ -2,8 +2,10 @@
 //! machine actions to submissions.
 
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,6 +119,8 @@ struct Worker {
     periodic_orphan_scan: bool,
     last_orphan_scan: Instant,
     orphans_pending: bool,
+    /// Numbers the cgroup removals in flight (their `user_data`).
+    rmdir_seq: u32,
     shutting_down: bool,
 }
 
@@ -161,6 +165,7 @@ pub(super) fn run(
         runners: setup.runners,
         last_orphan_scan: Instant::now(),
         orphans_pending: false,
+        rmdir_seq: 0,
         shutting_down: false,
     };
     if let Err(e) = worker.arm_wake() {
@@ -186,7 +191,8 @@ impl Worker {
             if self.scans_orphans {
                 self.scan_orphans();
             }
-            if self.shutting_down && self.tasks.is_empty() {
+            // Stop once every task is gone and their cgroups are removed.
+            if self.shutting_down && self.tasks.is_empty() && self.ring.rmdirs_in_flight() == 0 {
                 return Ok(());
             }
             let timeout = self.wait_timeout();
@@ -500,6 +506,10 @@ impl Worker {
                 return Ok(());
             }
             OpTag::Cancel => return Ok(()),
+            OpTag::Rmdir => {
+                self.removed(completion);
+                return Ok(());
+            }
             _ => {}
         }
         // An install gives us an fd we own, whatever became of its task.
@@ -571,7 +581,9 @@ impl Worker {
                 self.probed(key, installed.as_ref().map(|fd| fd.as_fd()), now)?
             }
             OpTag::TreeWatch => self.watch_fired(key, completion, now)?,
-            OpTag::Wake | OpTag::CloseFixed | OpTag::Cancel => unreachable!("handled above"),
+            OpTag::Wake | OpTag::CloseFixed | OpTag::Cancel | OpTag::Rmdir => {
+                unreachable!("handled above")
+            }
         };
         self.after_input(key, result);
         Ok(())
@@ -995,11 +1007,54 @@ impl Worker {
         }
         drop(task.tree_events);
         if let Some(tree) = task.tree {
-            if let Err(e) = tree.remove() {
-                tracing::warn!(task = %task.id, error = %e, "cannot remove the task's cgroup");
-            }
+            self.remove_cgroup(task.id, tree);
         }
         tracing::trace!(task = %task.id, slot = key, "released");
+    }
+
+    // ---- cgroup removal ---------------------------------------------------------------
+
+    /// Removes a released task's cgroup. A single v2 directory goes through the ring
+    /// (`IORING_OP_UNLINKAT`), so the kernel's teardown does not hold up this loop during a
+    /// kill-all; anything more is removed here and now.
+    fn remove_cgroup(&mut self, id: TaskId, tree: TaskContainment) {
+        let tree = match tree.into_single_dir() {
+            Ok(None) => return,
+            Ok(Some(dir)) => match CString::new(dir.into_os_string().into_vec()) {
+                Ok(path) => {
+                    self.rmdir_seq = self.rmdir_seq.wrapping_add(1);
+                    let user_data = pack(Tag {
+                        slot: self.rmdir_seq,
+                        generation: 0,
+                        op: OpTag::Rmdir,
+                    });
+                    if let Err(e) = self.ring.push_rmdir(path, user_data) {
+                        tracing::error!(error = %e, "cannot submit to the ring");
+                    }
+                    return;
+                }
+                Err(_) => return, // A cgroup path never holds a NUL byte.
+            },
+            Err(tree) => tree,
+        };
+        if let Err(e) = tree.remove() {
+            tracing::warn!(task = %id, error = %e, "cannot remove the task's cgroup");
+        }
+    }
+
+    /// A cgroup removal completed; on failure (the task made cgroups below its own, or the
+    /// kernel still counted it busy) it is removed here, with retries.
+    fn removed(&mut self, completion: Completion) {
+        let Some(path) = self.ring.take_path(completion.user_data) else {
+            return;
+        };
+        if completion.result >= 0 || completion.result == -libc::ENOENT {
+            return;
+        }
+        let dir = std::path::PathBuf::from(std::ffi::OsString::from_vec(path.into_bytes()));
+        if let Err(e) = crate::containment::remove_task_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a task's cgroup");
+        }
     }
 
     // ---- orphans --------------------------------------------------------------------

@@ -26,6 +26,8 @@ pub enum OpTag {
     CloseFixed,
     /// The worker's wake-up eventfd.
     Wake,
+    /// Removing a released task's cgroup directory; `slot` is a removal number.
+    Rmdir,
 }
 
 impl OpTag {
@@ -41,6 +43,7 @@ impl OpTag {
             OpTag::InstallProbe => (8, 0),
             OpTag::CloseFixed => (9, 0),
             OpTag::Wake => (10, 0),
+            OpTag::Rmdir => (11, 0),
         }
     }
 
@@ -56,6 +59,7 @@ impl OpTag {
             8 => OpTag::InstallProbe,
             9 => OpTag::CloseFixed,
             10 => OpTag::Wake,
+            11 => OpTag::Rmdir,
             _ => return None,
         })
     }
@@ -117,6 +121,7 @@ mod tests {
             OpTag::InstallProbe,
             OpTag::CloseFixed,
             OpTag::Wake,
+            OpTag::Rmdir,
         ];
         for op in ops {
             for (slot, generation) in [(0, 0), (1, 1), (u32::MAX, u16::MAX), (12345, 777)] {
