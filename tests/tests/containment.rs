@@ -396,7 +396,10 @@ fn finish(fds_before: usize) {
     );
     assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
     let ours = stale_cgroups(std::process::id() as i32);
-    assert!(ours.is_empty(), "cgroups left after the pool was shut down: {ours:?}");
+    assert!(
+        ours.is_empty(),
+        "cgroups left after the pool was shut down: {ours:?}"
+    );
 }
 
 both_modes!(
