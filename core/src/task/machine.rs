@@ -230,13 +230,8 @@ impl TaskMachine {
                 }
                 self.actions.push_back(Action::SubmitWait);
             }
-            Op::TreeWatch => {
-                self.check_live()?;
-                if !self.tree.watch_in_flight() {
-                    return self.reject(Rejected::NotInFlight(Op::TreeWatch));
-                }
-                self.tree.set_state(TreeState::Occupied);
-            }
+            // A cancelled watch ends without having seen the tree empty.
+            Op::TreeWatch => return self.end_watch(TreeState::Occupied, now),
         }
         self.update(now);
         Ok(())
@@ -244,23 +239,22 @@ impl TaskMachine {
 
     /// The tree watch reports the tree empty; the watch is over.
     pub fn handle_tree_empty(&mut self, now: Instant) -> Result<(), Rejected> {
-        self.check_live()?;
-        if !self.tree.watch_in_flight() {
-            return self.reject(Rejected::NotInFlight(Op::TreeWatch));
-        }
-        self.tree.set_state(TreeState::Empty);
-        self.update(now);
-        Ok(())
+        self.end_watch(TreeState::Empty, now)
     }
 
     /// The watch found the tree occupied and will tell nothing more (the `ProbeOnce` answer,
     /// or a `Notifies` driver that cannot watch): the watch is over, the tree not empty.
     pub fn handle_tree_occupied(&mut self, now: Instant) -> Result<(), Rejected> {
+        self.end_watch(TreeState::Occupied, now)
+    }
+
+    /// The tree watch in flight ended, leaving the tree in `state`.
+    fn end_watch(&mut self, state: TreeState, now: Instant) -> Result<(), Rejected> {
         self.check_live()?;
         if !self.tree.watch_in_flight() {
             return self.reject(Rejected::NotInFlight(Op::TreeWatch));
         }
-        self.tree.set_state(TreeState::Occupied);
+        self.tree.set_state(state);
         self.update(now);
         Ok(())
     }
