@@ -49,5 +49,5 @@ pub use containment::{Containment, ContainmentError, ContainmentKind};
 pub use error::{BuildError, ControlError, SpawnError};
 pub use event::{Event, TaskId};
 pub use pool::{Backend, BackendKind, Pool, PoolBuilder, PoolStats, TaskHandle};
-pub use spec::{AfterExit, Limits, Stdio, TaskSpec};
+pub use spec::{AfterExit, Limits, Session, Stdio, TaskSpec};
 pub use task::{ExitStatus, Outcome, Reason, StreamId};

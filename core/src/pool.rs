@@ -290,6 +290,18 @@ impl Pool {
         BackendKind::Uring
     }
 
+    /// Why [`backend`](Self::backend) was chosen, in one line (for logs and reports): for
+    /// example "requested", or why io_uring was refused and epoll runs instead.
+    pub fn backend_reason(&self) -> &str {
+        "io_uring is available"
+    }
+
+    /// Why [`containment`](Self::containment) was chosen, in one line (for logs and
+    /// reports): for example why no cgroup could be made and process groups are used.
+    pub fn containment_reason(&self) -> &str {
+        self.containment.reason()
+    }
+
     /// How many typical tasks (pidfd, stdout, stderr) the pool can hold at once.
     pub fn capacity(&self) -> usize {
         self.capacity

@@ -17,6 +17,25 @@ pub enum Stdio {
     Null,
 }
 
+/// Where the task's main process stands with respect to sessions, process groups and the
+/// supervisor's controlling terminal. In every mode the main process leads its own process
+/// group (pid == pgid), which is what process-group containment signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Session {
+    /// `setsid()`: its own session and process group, no controlling terminal. The default
+    /// for a worker pool: a task can never read from or be stopped by the supervisor's tty.
+    #[default]
+    New,
+    /// `setpgid(0, 0)`: its own process group in the supervisor's session. It keeps the
+    /// controlling terminal but stays in the background.
+    Group,
+    /// Its own process group, made the foreground group of the controlling terminal before
+    /// exec (`tcsetpgrp` on the first of fds 0, 1, 2 that is that terminal), as a shell or
+    /// `tini` does for an interactive program. Without a controlling terminal it is
+    /// [`Session::Group`].
+    Foreground,
+}
+
 /// Resource limits for one task's cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -44,6 +63,12 @@ pub struct TaskSpec {
     pub(crate) drain: Duration,
     pub(crate) after_exit: AfterExit,
     pub(crate) limits: Limits,
+    pub(crate) session: Session,
+    /// Signals the program starts with ignored (`SIG_IGN`); every other disposition is the
+    /// default.
+    pub(crate) ignored_signals: Vec<i32>,
+    /// Signals blocked when the program starts.
+    pub(crate) blocked_signals: Vec<i32>,
 }
 
 impl TaskSpec {
@@ -65,6 +90,9 @@ impl TaskSpec {
             drain: Duration::from_secs(1),
             after_exit: AfterExit::KillTree,
             limits: Limits::default(),
+            session: Session::New,
+            ignored_signals: Vec::new(),
+            blocked_signals: Vec::new(),
         }
     }
 
@@ -165,6 +193,29 @@ impl TaskSpec {
 
     pub fn memory_max(mut self, bytes: u64) -> Self {
         self.limits.memory_max = Some(bytes);
+        self
+    }
+
+    /// Session, process group and terminal of the main process (default [`Session::New`]).
+    pub fn session(mut self, session: Session) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Signals the program starts with ignored, as if it had inherited `SIG_IGN` (what
+    /// `nohup` or `trap '' PIPE` give a program). By default every signal has its default
+    /// disposition, whatever the supervisor's own are. Numbers 1 to 64 other than SIGKILL
+    /// and SIGSTOP; anything else makes `spawn` fail with `SpawnError::InvalidSpec`.
+    pub fn ignore_signals(mut self, signals: impl IntoIterator<Item = i32>) -> Self {
+        self.ignored_signals.extend(signals);
+        self
+    }
+
+    /// Signals blocked in the program when it starts (the mask survives exec). By default
+    /// none, whatever the supervisor's own mask is. Numbers 1 to 64 other than SIGKILL and
+    /// SIGSTOP; anything else makes `spawn` fail with `SpawnError::InvalidSpec`.
+    pub fn block_signals(mut self, signals: impl IntoIterator<Item = i32>) -> Self {
+        self.blocked_signals.extend(signals);
         self
     }
 

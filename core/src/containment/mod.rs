@@ -80,6 +80,8 @@ static POOLS: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub(crate) struct PoolContainment {
     kind: ContainmentKind,
+    /// Why `kind` was chosen, for `Pool::containment_reason`.
+    reason: String,
     cgroups: Option<PoolCgroups>,
 }
 
@@ -161,6 +163,7 @@ impl PoolContainment {
             );
             return Ok(PoolContainment {
                 kind: ContainmentKind::ProcessGroup,
+                reason: "requested".to_owned(),
                 cgroups: None,
             });
         }
@@ -181,6 +184,11 @@ impl PoolContainment {
                 );
                 Ok(PoolContainment {
                     kind: ContainmentKind::Cgroup,
+                    reason: if choice == Containment::Cgroup {
+                        "requested".to_owned()
+                    } else {
+                        format!("cgroup v2 is writable at {}", c.v2_dir.display())
+                    },
                     cgroups: Some(c),
                 })
             }
@@ -192,6 +200,7 @@ impl PoolContainment {
                 );
                 Ok(PoolContainment {
                     kind: ContainmentKind::ProcessGroup,
+                    reason: format!("no writable cgroup v2: {reason}"),
                     cgroups: None,
                 })
             }
@@ -201,6 +210,10 @@ impl PoolContainment {
 
     pub(crate) fn kind(&self) -> ContainmentKind {
         self.kind
+    }
+
+    pub(crate) fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// The pool's v2 cgroup directory (cgroup mode).
