@@ -1,14 +1,13 @@
 //! The public face of pidring: a [`Pool`] of io_uring workers, the [`TaskHandle`]s of its
 //! tasks, and the stream of [`Event`]s they produce.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
-use crate::containment::{Containment, ContainmentKind, PoolContainment};
+use crate::containment::{Containment, ContainmentKind, OrphanSweep, PoolContainment};
 use crate::error::{BuildError, ControlError, SpawnError};
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
@@ -147,12 +146,12 @@ impl PoolBuilder {
             )));
         }
         let containment = Arc::new(PoolContainment::new(self.containment)?);
-        if self.subreaper {
-            crate::containment::become_subreaper().map_err(|e| {
+        let orphans = match self.subreaper {
+            true => Some(Arc::new(OrphanSweep::new(&containment).map_err(|e| {
                 BuildError::InvalidOption(format!("cannot become a child subreaper: {e}"))
-            })?;
-        }
-        let runners = self.subreaper.then(|| Arc::new(Mutex::new(HashSet::new())));
+            })?)),
+            false => None,
+        };
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let sink = match &self.callback {
             Some(f) => EventSink::Callback(Arc::clone(f)),
@@ -173,7 +172,7 @@ impl PoolBuilder {
                 sizes,
                 sink: sink.clone(),
                 containment: Arc::clone(&containment),
-                runners: runners.clone(),
+                orphans: orphans.clone(),
             };
             match worker::start(setup) {
                 Ok((worker, thread)) => {

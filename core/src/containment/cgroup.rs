@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::ContainmentError;
 
@@ -20,34 +19,20 @@ pub(crate) fn write_file(path: &Path, content: &str) -> io::Result<()> {
     f.write_all(content.as_bytes())
 }
 
-/// Creates a cgroup directory. A leftover of the same name (an earlier failed removal) is
-/// removed first if it is empty.
+/// Creates a cgroup directory. Task cgroups are named after task ids, which a pool never
+/// reuses, so an existing directory of the same name is an error, not something to remove.
 pub(crate) fn make_dir(path: &Path) -> Result<(), ContainmentError> {
-    match std::fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            remove_dir(path).map_err(|e| io_err(path, e))?;
-            std::fs::create_dir(path).map_err(|e| io_err(path, e))
-        }
-        Err(e) => Err(io_err(path, e)),
-    }
+    std::fs::create_dir(path).map_err(|e| io_err(path, e))
 }
 
-/// `rmdir`, retried for a short while on `EBUSY` (members that are still exiting).
-/// A directory that is already gone is fine.
+/// One `rmdir`, never a wait: `EBUSY` (members still exiting, or cgroups below it) comes
+/// back to the caller, who retries later (the pool's cleanup thread does). A directory that
+/// is already gone is fine.
 pub(crate) fn remove_dir(path: &Path) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_millis(50);
-    let mut pause = Duration::from_micros(100);
-    loop {
-        match std::fs::remove_dir(path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -4,7 +4,22 @@
 //! - [`discover`]: where the hierarchies are (`/proc/self/mountinfo`, `/proc/self/cgroup`).
 //! - [`cgroup`]: operations on one cgroup directory.
 //! - [`process_group`]: signals to the task-runner's group through its pidfd.
-//! - [`subreaper`]: orphans come back to the supervisor and are reaped there.
+//! - [`ownership`]: pool directories are owned through an `flock`, which every PID
+//!   namespace sees.
+//! - [`stale`]: a new pool kills and removes the cgroups of dead pools.
+//! - [`removal`]: cgroup removal off the event loop (the pool's cleanup thread).
+//! - [`subreaper`] and [`orphans`]: orphans come back to the supervisor, which reaps (and,
+//!   for process-group escapers, kills) only its own pool's.
+//!
+//! How `Containment::Auto` decides: cgroup mode if the pool's cgroup can be made. Errors that
+//! mean "this process may not make cgroups here" — `EROFS` (a read-only cgroupfs, as in every
+//! default Docker container), `EACCES`/`EPERM` (not root, or no delegation), `ENOENT`/`ENOTDIR`
+//! (our cgroup is outside the mounted part of the hierarchy), no cgroup2 mount, no readable
+//! `/proc` — give process-group mode, with the reason (path, errno, and how to get cgroup mode)
+//! in `Pool::containment_reason()` and the log. Any other error (`ENOMEM`, `EMFILE`, `EAGAIN`
+//! from `cgroup.max.descendants`, `EIO`, ...) fails the pool: those are not properties of the
+//! environment but failures (often leaked cgroups), and quietly weakening containment would
+//! hide them.
 //!
 //! Limits (`pids.max`, `memory.max`) go to the v2 task cgroup when the pool's v2 cgroup can
 //! enable that controller, else to the controller's v1 hierarchy (hybrid hosts), which the
@@ -12,22 +27,27 @@
 
 mod cgroup;
 mod discover;
+mod orphans;
+mod ownership;
 mod process_group;
+mod removal;
 mod stale;
 mod subreaper;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::spec::Limits;
 
-pub use subreaper::{become_subreaper, reap_orphans, stop_being_subreaper};
+pub(crate) use orphans::OrphanSweep;
+pub use subreaper::{become_subreaper, stop_being_subreaper};
 
 use discover::Hierarchy;
+use ownership::OwnedDir;
+use removal::{Removal, Remover};
 
 /// What the user asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,9 +93,6 @@ pub enum ContainmentError {
     },
 }
 
-/// Pools made by this process so far (names `pidring-<pid>-<n>`).
-static POOLS: AtomicU64 = AtomicU64::new(0);
-
 /// One pool's share of the hierarchy: a parent cgroup, removed on drop.
 #[derive(Debug)]
 pub(crate) struct PoolContainment {
@@ -83,12 +100,16 @@ pub(crate) struct PoolContainment {
     /// Why `kind` was chosen, for `Pool::containment_reason`.
     reason: String,
     cgroups: Option<PoolCgroups>,
+    /// Removes task cgroups (and dead pools' cgroups) off the event loop.
+    remover: Remover,
 }
 
 /// The pool's cgroups (cgroup mode).
 #[derive(Debug)]
 struct PoolCgroups {
-    /// The pool's v2 cgroup directory.
+    /// The pool's v2 cgroup directory and its lock, held while the pool lives.
+    _v2_lock: OwnedDir,
+    /// Its path.
     v2_dir: PathBuf,
     /// Its path as `/proc/<pid>/cgroup` shows it.
     v2_rel: String,
@@ -106,8 +127,7 @@ struct PoolCgroups {
 struct V1Pool {
     controller: &'static str,
     hierarchy: Option<Hierarchy>,
-    name: String,
-    dir: OnceLock<Result<PathBuf, String>>,
+    dir: OnceLock<Result<OwnedDir, String>>,
 }
 
 impl V1Pool {
@@ -119,43 +139,118 @@ impl V1Pool {
                     self.controller
                 ));
             };
-            create_pool_dir(h, &self.name).map(|(dir, _)| dir)
+            create_pool_dir(h)
+                .map(|(dir, _)| dir)
+                .map_err(|e| e.to_string())
         });
         match made {
-            Ok(dir) => Ok(dir.as_path()),
+            Ok(dir) => Ok(dir.path.as_path()),
             Err(e) => Err(e.clone()),
         }
     }
 
     fn created(&self) -> Option<&Path> {
         match self.dir.get() {
-            Some(Ok(dir)) => Some(dir.as_path()),
+            Some(Ok(dir)) => Some(dir.path.as_path()),
             _ => None,
         }
     }
 }
 
-/// Makes `<name>` in our own cgroup of `h`, else at the hierarchy's root. Returns the
-/// directory and its path as `/proc/<pid>/cgroup` shows it.
-fn create_pool_dir(h: &Hierarchy, name: &str) -> Result<(PathBuf, String), String> {
-    let mut reasons = Vec::new();
+/// Why the pool's cgroup could not be made.
+#[derive(Debug)]
+enum NoCgroup {
+    /// This environment does not let the process make one (read-only, not permitted, no v2
+    /// mount): process-group mode under `Auto`, with this reason.
+    Unavailable(String),
+    /// A failure that no mode should hide.
+    Failed(ContainmentError),
+}
+
+impl std::fmt::Display for NoCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoCgroup::Unavailable(reason) => f.write_str(reason),
+            NoCgroup::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What the user can do to get cgroup mode, for the reasons that say none is available.
+const CGROUP_REMEDY: &str = "for cgroup containment run the container with --privileged \
+     (Podman: --security-opt unmask=/sys/fs/cgroup), or run under systemd with Delegate=yes";
+
+/// Whether a `mkdir` error means "no cgroup for this process here" rather than a failure.
+fn means_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS | libc::EACCES | libc::EPERM | libc::ENOENT | libc::ENOTDIR)
+    )
+}
+
+/// One line on why `mkdir` in `base` was refused.
+fn explain_refusal(base: &Path, e: &io::Error) -> String {
+    let base = base.display();
+    match e.raw_os_error() {
+        Some(libc::EROFS) => format!(
+            "{base} is read-only (EROFS): the cgroup filesystem is mounted read-only, as in a \
+             container started without --privileged"
+        ),
+        Some(errno @ (libc::EACCES | libc::EPERM)) => format!(
+            "{base}: not permitted ({}): this process may not create cgroups there (it is not \
+             root, or the cgroup is not delegated to it)",
+            if errno == libc::EACCES {
+                "EACCES"
+            } else {
+                "EPERM"
+            }
+        ),
+        Some(errno @ (libc::ENOENT | libc::ENOTDIR)) => format!(
+            "{base} does not exist ({}): this process's cgroup is outside the mounted part of \
+             the hierarchy",
+            if errno == libc::ENOENT {
+                "ENOENT"
+            } else {
+                "ENOTDIR"
+            }
+        ),
+        _ => format!("{base}: {e}"),
+    }
+}
+
+/// Makes and locks a pool directory in our own cgroup of `h`, else at the hierarchy's root.
+/// Returns it and its path as `/proc/<pid>/cgroup` shows it.
+fn create_pool_dir(h: &Hierarchy) -> Result<(OwnedDir, String), NoCgroup> {
     let mut bases = vec![(h.own_dir.clone(), h.own_path.clone())];
     if h.own_dir != h.mount_point {
         // Outside our own cgroup; only matters when that one is not writable.
         bases.push((h.mount_point.clone(), "/".to_owned()));
     }
+    let mut refusals = Vec::new();
     for (base, rel) in bases {
-        let dir = base.join(name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((dir, cgroup::join_rel(&rel, name))),
-            Err(e) => reasons.push(format!("cannot create {}: {e}", dir.display())),
+        match ownership::create(&base, ownership::next_name()) {
+            Ok(dir) => {
+                let name = dir
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok((dir, cgroup::join_rel(&rel, &name)));
+            }
+            Err(e) if means_unavailable(&e) => refusals.push(explain_refusal(&base, &e)),
+            Err(e) => return Err(NoCgroup::Failed(cgroup::io_err(&base, e))),
         }
     }
-    Err(reasons.join("; "))
+    Err(NoCgroup::Unavailable(format!(
+        "cannot create a cgroup: {}; {CGROUP_REMEDY}",
+        refusals.join("; ")
+    )))
 }
 
 impl PoolContainment {
     pub(crate) fn new(choice: Containment) -> Result<Self, ContainmentError> {
+        let remover = Remover::default();
         if choice == Containment::ProcessGroup {
             tracing::info!(
                 containment = "process-group",
@@ -165,12 +260,17 @@ impl PoolContainment {
                 kind: ContainmentKind::ProcessGroup,
                 reason: "requested".to_owned(),
                 cgroups: None,
+                remover,
             });
         }
         let found = discover::discover()
-            .map_err(|e| format!("cannot read /proc/self/mountinfo or /proc/self/cgroup: {e}"))
+            .map_err(|e| {
+                NoCgroup::Unavailable(format!(
+                    "cannot read /proc/self/mountinfo or /proc/self/cgroup ({e}): is /proc mounted?"
+                ))
+            })
             .and_then(|h| {
-                stale::sweep(&h);
+                stale::sweep(&h, &remover);
                 PoolCgroups::create(&h)
             });
         match found {
@@ -190,21 +290,24 @@ impl PoolContainment {
                         format!("cgroup v2 is writable at {}", c.v2_dir.display())
                     },
                     cgroups: Some(c),
+                    remover,
                 })
             }
-            Err(reason) if choice == Containment::Auto => {
+            Err(NoCgroup::Unavailable(reason)) if choice == Containment::Auto => {
                 tracing::info!(
                     containment = "process-group",
                     %reason,
-                    "containment: process group (no writable cgroup v2; descendants that call setsid() escape)"
+                    "containment: process group (no writable cgroup v2)"
                 );
                 Ok(PoolContainment {
                     kind: ContainmentKind::ProcessGroup,
                     reason: format!("no writable cgroup v2: {reason}"),
                     cgroups: None,
+                    remover,
                 })
             }
-            Err(reason) => Err(ContainmentError::NoCgroupV2(reason)),
+            Err(NoCgroup::Unavailable(reason)) => Err(ContainmentError::NoCgroupV2(reason)),
+            Err(NoCgroup::Failed(e)) => Err(e),
         }
     }
 
@@ -267,16 +370,15 @@ fn first_limit(limits: &Limits) -> Option<(&'static str, &'static str)> {
 }
 
 impl PoolCgroups {
-    fn create(h: &discover::Hierarchies) -> Result<PoolCgroups, String> {
-        let v2 =
-            h.v2.as_ref()
-                .ok_or("no cgroup2 mount in /proc/self/mountinfo")?;
-        let name = format!(
-            "pidring-{}-{}",
-            std::process::id(),
-            POOLS.fetch_add(1, Ordering::Relaxed)
-        );
-        let (v2_dir, v2_rel) = create_pool_dir(v2, &name)?;
+    fn create(h: &discover::Hierarchies) -> Result<PoolCgroups, NoCgroup> {
+        let v2 = h.v2.as_ref().ok_or_else(|| {
+            NoCgroup::Unavailable(format!(
+                "no cgroup2 mount in /proc/self/mountinfo (a cgroup v1 host: boot with \
+                 systemd.unified_cgroup_hierarchy=1, or mount cgroup2); {CGROUP_REMEDY}"
+            ))
+        })?;
+        let (v2_owned, v2_rel) = create_pool_dir(v2)?;
+        let v2_dir = v2_owned.path.clone();
         // Enable pids / memory for the task cgroups where the parent offers them.
         let offered =
             std::fs::read_to_string(v2_dir.join("cgroup.controllers")).unwrap_or_default();
@@ -297,6 +399,7 @@ impl PoolCgroups {
         let v2_pids = enable("pids");
         let v2_memory = enable("memory");
         Ok(PoolCgroups {
+            _v2_lock: v2_owned,
             v2_dir,
             v2_rel,
             v2_pids,
@@ -305,13 +408,11 @@ impl PoolCgroups {
             v1_pids: V1Pool {
                 controller: "pids",
                 hierarchy: h.v1_pids.clone(),
-                name: name.clone(),
                 dir: OnceLock::new(),
             },
             v1_memory: V1Pool {
                 controller: "memory",
                 hierarchy: h.v1_memory.clone(),
-                name,
                 dir: OnceLock::new(),
             },
         })
@@ -383,14 +484,18 @@ impl PoolCgroups {
 }
 
 impl Drop for PoolContainment {
-    /// Best effort: kills whatever is left in the pool's cgroup (tasks are normally gone by
-    /// now), then removes the task cgroups left behind and the pool's own.
+    /// Best effort, and blocking (it runs when the pool is dropped, after its workers
+    /// stopped): the cleanup thread gets up to 1 s for task cgroups still pending; whatever is
+    /// left in the pool's cgroup (tasks are normally gone by now) is killed and waited for up
+    /// to 1 s more; then the pool's cgroups are removed and its lock released. What cannot be
+    /// removed stays for the next pool's stale sweep.
     fn drop(&mut self) {
+        self.remover.finish();
         let Some(c) = &self.cgroups else { return };
+        let deadline = Instant::now() + Duration::from_secs(1);
         if cgroup::populated(&c.v2_dir).unwrap_or(false) {
             tracing::warn!(dir = %c.v2_dir.display(), "pool dropped with processes left in its cgroup: killing them");
             let _ = cgroup::kill(&c.v2_dir);
-            let deadline = Instant::now() + Duration::from_secs(1);
             while cgroup::populated(&c.v2_dir).unwrap_or(false) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -400,8 +505,25 @@ impl Drop for PoolContainment {
             .chain(v1)
             .flatten()
         {
-            if let Err(e) = cgroup::remove_tree(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pool's cgroup");
+            let mut removal = Removal {
+                dirs: vec![dir.to_owned()],
+                _held: None,
+            };
+            loop {
+                match removal::try_remove(&mut removal) {
+                    Ok(true) => break,
+                    Ok(false) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Ok(false) => {
+                        tracing::warn!(dir = %dir.display(), "the pool's cgroup is still busy: left for the next pool's sweep");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pool's cgroup");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -522,21 +644,92 @@ impl TaskContainment {
         }
     }
 
-    /// Removes the task's cgroup(s); the tree must be empty. Retries briefly on `EBUSY`.
+    /// Removes the task's cgroup(s) now, in one attempt each (no retry, no wait); the tree
+    /// must be empty. For callers off the event loop (tests); a worker hands them to
+    /// [`PoolContainment::remove_in_background`] instead.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn remove(self) -> io::Result<()> {
         match &self.cgroup {
             Some(c) => c.remove(),
             None => Ok(()),
         }
     }
+
+    /// The directories to remove, deepest hierarchy first (v2, then v1).
+    fn into_dirs(self) -> Vec<PathBuf> {
+        match self.cgroup {
+            None => Vec::new(),
+            Some(c) => std::iter::once(c.dir).chain(c.v1_dirs).collect(),
+        }
+    }
+}
+
+/// Removing released tasks' cgroups: the calls a worker makes. None of them blocks or
+/// sleeps, so they are safe on an event loop.
+///
+/// - [`remove_in_background`](Self::remove_in_background): a released task's containment
+///   (any mode; nothing to do in process-group mode). The pool's cleanup thread removes it,
+///   retrying `EBUSY`. What the epoll driver calls at release.
+/// - With io_uring, a task whose only cgroup is its v2 directory
+///   ([`TaskContainment::into_single_dir`]) can be removed by the ring
+///   (`IORING_OP_UNLINKAT` with `AT_REMOVEDIR`); if that completes with an error other than
+///   `ENOENT` (`EBUSY`: a member still exiting; `ENOTEMPTY`/`EBUSY`: the task made cgroups
+///   below its own), the worker calls
+///   [`remove_dir_in_background`](Self::remove_dir_in_background).
+///
+/// A worker that wants to stay with one syscall on its own thread can call
+/// [`removal_attempt`] once and hand over only on `Busy`; the cleanup thread is cheaper
+/// during a kill-all (thousands of `rmdir`s leave the loop's core free).
+impl PoolContainment {
+    pub(crate) fn remove_in_background(&self, tree: TaskContainment) {
+        let dirs = tree.into_dirs();
+        if !dirs.is_empty() {
+            self.remover
+                .remove_later(Removal { dirs, _held: None }, false);
+        }
+    }
+
+    pub(crate) fn remove_dir_in_background(&self, dir: PathBuf) {
+        self.remover.remove_later(
+            Removal {
+                dirs: vec![dir],
+                _held: None,
+            },
+            false,
+        );
+    }
+}
+
+/// What one removal attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub(crate) enum Attempt {
+    /// Gone (or already gone).
+    Removed,
+    /// `EBUSY`/`ENOTEMPTY`: retry later (or hand it to the cleanup thread).
+    Busy,
+}
+
+/// One non-blocking attempt to remove a task's cgroup directory and any below it.
+#[allow(dead_code)]
+pub(crate) fn removal_attempt(dir: &Path) -> io::Result<Attempt> {
+    let mut removal = Removal {
+        dirs: vec![dir.to_owned()],
+        _held: None,
+    };
+    Ok(if removal::try_remove(&mut removal)? {
+        Attempt::Removed
+    } else {
+        Attempt::Busy
+    })
+}
+
+/// A lock that a panic elsewhere cannot make unusable (the data are plain sets and queues).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests;
-
-/// Removes a task's cgroup directory (and any cgroup the task made below it), retrying
-/// briefly while the kernel still counts it busy: the fallback when the ring's
-/// asynchronous removal failed.
-pub(crate) fn remove_task_dir(dir: &Path) -> io::Result<()> {
-    cgroup::remove_tree(dir)
-}

@@ -392,57 +392,214 @@ fn process_group_mode_signals_the_group_and_documents_the_setsid_escape() {
     tree.remove().unwrap();
 }
 
-#[test]
-fn subreaper_reaps_orphans_but_never_a_runner() {
-    let _g = serial();
-    become_subreaper().unwrap();
-    let me = std::process::id() as i32;
-    let orphan_zombies =
-        |runner: i32| pids_with(|pid, state, ppid| pid != runner && state == 'Z' && ppid == me);
+/// Starts `spec` as a task runner registered with `sweep`.
+fn start_runner(sweep: &OrphanSweep, tree: &TaskContainment, spec: TaskSpec) -> Child {
+    let prepared = spawn::prepare(&spec).expect("prepare");
+    let placement = tree.placement().expect("placement");
+    let spawning = sweep.spawning();
+    let child = spawn::spawn(&prepared, &placement).expect("spawn");
+    spawning.started(child.pid);
+    child
+}
 
-    // 1. The runner double-forks a short-lived orphan and exits with 3: both are zombies
-    //    of ours; only the orphan may be reaped.
-    let child = start(
-        sh("sh -c 'sleep 0.2 &' ; exit 3")
+/// A later "now" on every call, so that a test's sweeps are never deferred by the sweep's
+/// rate limit of full scans.
+fn later() -> Instant {
+    static HOURS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let hours = HOURS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Instant::now() + Duration::from_secs(3600 * hours)
+}
+
+/// Sweeps until `cond` holds (the kernel hands orphans over asynchronously).
+fn sweep_until(sweep: &OrphanSweep, mut cond: impl FnMut() -> bool) -> bool {
+    eventually(T, || {
+        sweep.sweep(later());
+        cond()
+    })
+}
+
+/// Finding 9 of issue 11: the sweep reaps the pool's orphans, never a runner (its worker's)
+/// and never a child the host started itself, which the host can still wait for.
+fn sweep_leaves_runners_and_host_children_alone(mode: Containment) {
+    let _g = serial();
+    let pool = match PoolContainment::new(mode) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("SKIP {mode:?}: {e}");
+            return;
+        }
+    };
+    let sweep = OrphanSweep::new(&pool).unwrap();
+    let me = std::process::id() as i32;
+    // The host's own children: one in its session, one in a process group of its own.
+    let mut host_child = std::process::Command::new("sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
+    let mut host_grouped = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sh")
+            .args(["-c", "exit 9"])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let host_pids = [host_child.id() as i32, host_grouped.id() as i32];
+    assert!(eventually(T, || host_pids
+        .iter()
+        .all(|p| matches!(stat_of(*p), Some(('Z', _))))));
+
+    // A runner that leaves an orphan which exits soon, then exits 3 itself.
+    let tree = pool.prepare(1, &Limits::default()).unwrap();
+    let child = start_runner(
+        &sweep,
+        &tree,
+        sh("sh -c 'sleep 0.2' & exit 3")
             .stdout(Stdio::Null)
             .stderr(Stdio::Null),
     );
     let runner = child.pid;
+    let orphan_zombies = || {
+        pids_with(|pid, state, ppid| {
+            state == 'Z' && ppid == me && pid != runner && !host_pids.contains(&pid)
+        })
+    };
     assert!(eventually(T, || matches!(stat_of(runner), Some(('Z', _)))
-        && !orphan_zombies(runner).is_empty()));
-    let reaped = reap_orphans(|pid| pid == runner);
-    assert!(reaped >= 1, "reaped {reaped}");
-    assert!(orphan_zombies(runner).is_empty());
+        && !orphan_zombies().is_empty()));
+    assert!(sweep_until(&sweep, || orphan_zombies().is_empty()));
     assert!(
         matches!(stat_of(runner), Some(('Z', _))),
-        "the runner must be left alone"
+        "the runner's zombie is its worker's"
     );
+    for pid in host_pids {
+        assert!(
+            matches!(stat_of(pid), Some(('Z', _))),
+            "the host's child {pid} was reaped by the pool"
+        );
+    }
     assert_eq!(
         crate::sys::pidfd::reap(child.pidfd.as_fd()).unwrap(),
         Some(ExitStatus::Code(3))
     );
+    sweep.runner_reaped(runner);
+    sweep.task_released(runner);
+    tree.remove().unwrap();
+    sweep.sweep(later());
+    assert_eq!(host_child.wait().unwrap().code(), Some(7));
+    assert_eq!(host_grouped.wait().unwrap().code(), Some(9));
+    drop(sweep);
+    stop_being_subreaper().unwrap();
+    assert!(zombie_children().is_empty());
+}
 
-    // 2. The runner still runs; its orphan exits (the fast WNOWAIT path).
-    let child = start(
-        sh("sh -c 'sleep 0.1 &'; exec sleep 300")
-            .stdout(Stdio::Null)
+#[test]
+fn sweep_leaves_runners_and_host_children_alone_process_group() {
+    sweep_leaves_runners_and_host_children_alone(Containment::ProcessGroup);
+}
+
+#[test]
+fn sweep_leaves_runners_and_host_children_alone_cgroup() {
+    sweep_leaves_runners_and_host_children_alone(Containment::Cgroup);
+}
+
+/// Process-group mode: a `setsid` escaper that came back to the subreaper lives while its
+/// task runs, and is killed once its task was released; a task started after the escaper was
+/// born does not hold it back, one started before does (the documented limit).
+#[test]
+fn setsid_escaper_is_killed_once_its_task_ends() {
+    let _g = serial();
+    let pool = PoolContainment::new(Containment::ProcessGroup).unwrap();
+    let sweep = OrphanSweep::new(&pool).unwrap();
+    let tree = pool.prepare(1, &Limits::default()).unwrap();
+    // An older task, still running when the escaper is born: it holds the kill back.
+    let older = start_runner(
+        &sweep,
+        &tree,
+        sh("exec sleep 300").stdout(Stdio::Null).stderr(Stdio::Null),
+    );
+    // Ticks are 10 ms: let the escaper be born at a later tick than `older` started.
+    std::thread::sleep(Duration::from_millis(30));
+    // The task: starts an escaper in a session of its own and keeps running.
+    let mut task = start_runner(
+        &sweep,
+        &tree,
+        sh("setsid sh -c 'echo $$; exec sleep 300' </dev/null 2>/dev/null & echo ready; exec sleep 300")
             .stderr(Stdio::Null),
     );
-    let runner = child.pid;
-    assert!(eventually(T, || !orphan_zombies(runner).is_empty()));
-    assert_eq!(reap_orphans(|pid| pid == runner), 1);
-    assert_eq!(reap_orphans(|pid| pid == runner), 0);
-    assert_eq!(
-        crate::sys::pidfd::reap(child.pidfd.as_fd()).unwrap(),
-        None,
-        "runner untouched"
+    let pids = read_pids_until_ready(&mut task, 1);
+    let escaper = pids[0];
+    std::thread::sleep(Duration::from_millis(30));
+    // A newer task, started after the escaper was born: it must not hold the kill back.
+    let newer = start_runner(
+        &sweep,
+        &tree,
+        sh("exec sleep 300").stdout(Stdio::Null).stderr(Stdio::Null),
     );
-    crate::sys::pidfd::send_signal(child.pidfd.as_fd(), libc::SIGKILL, false).unwrap();
+    // The task's runner dies (its group is killed): the escaper comes back to us.
+    process_group::signal(task.pidfd.as_fd(), libc::SIGKILL).unwrap();
+    assert_eq!(wait_exit(&task.pidfd, T), ExitStatus::Signal(libc::SIGKILL));
+    sweep.runner_reaped(task.pid);
+    let me = std::process::id() as i32;
+    assert!(eventually(T, || stat_of(escaper).is_some_and(|(_, ppid)| ppid == me)));
+    // Its task is not released yet: the escaper lives.
+    for _ in 0..3 {
+        sweep.sweep(later());
+    }
+    assert!(alive(escaper), "killed while its task was still live");
+    sweep.task_released(task.pid);
+    // `older` started before the escaper was born and still runs: it could be the owner.
+    for _ in 0..3 {
+        sweep.sweep(later());
+    }
+    assert!(alive(escaper), "killed while a task that may own it runs");
+    // Once `older` ends, nothing that may own it runs (`newer` started after its birth).
+    crate::sys::pidfd::send_signal(older.pidfd.as_fd(), libc::SIGKILL, true).unwrap();
     assert_eq!(
-        wait_exit(&child.pidfd, T),
+        wait_exit(&older.pidfd, T),
         ExitStatus::Signal(libc::SIGKILL)
     );
+    sweep.runner_reaped(older.pid);
+    sweep.task_released(older.pid);
+    assert!(
+        sweep_until(&sweep, || stat_of(escaper).is_none()),
+        "the escaper was neither killed nor reaped"
+    );
+    assert!(alive(newer.pid), "an unrelated newer task was touched");
+    crate::sys::pidfd::send_signal(newer.pidfd.as_fd(), libc::SIGKILL, true).unwrap();
+    assert_eq!(
+        wait_exit(&newer.pidfd, T),
+        ExitStatus::Signal(libc::SIGKILL)
+    );
+    sweep.runner_reaped(newer.pid);
+    sweep.task_released(newer.pid);
+    drop(sweep);
+    stop_being_subreaper().unwrap();
+    assert!(zombie_children().is_empty());
+}
 
+/// At the pool's end every orphan of the pool still alive is killed and reaped.
+#[test]
+fn pool_end_kills_the_escapers_left() {
+    let _g = serial();
+    let pool = PoolContainment::new(Containment::ProcessGroup).unwrap();
+    let sweep = OrphanSweep::new(&pool).unwrap();
+    let tree = pool.prepare(1, &Limits::default()).unwrap();
+    // A double-forked daemon: its session's leader exits, it is not a group leader.
+    let mut task = start_runner(
+        &sweep,
+        &tree,
+        sh("setsid sh -c 'sleep 300 </dev/null >/dev/null 2>&1 & echo $!' ; echo ready; exec sleep 300")
+            .stderr(Stdio::Null),
+    );
+    let daemon = read_pids_until_ready(&mut task, 1)[0];
+    let me = std::process::id() as i32;
+    assert!(eventually(T, || stat_of(daemon).is_some_and(|(_, ppid)| ppid == me)));
+    // The worker would kill the task's group and release it; the pool then ends.
+    process_group::signal(task.pidfd.as_fd(), libc::SIGKILL).unwrap();
+    assert_eq!(wait_exit(&task.pidfd, T), ExitStatus::Signal(libc::SIGKILL));
+    sweep.runner_reaped(task.pid);
+    drop(sweep);
+    assert!(stat_of(daemon).is_none(), "the daemon outlived the pool");
     stop_being_subreaper().unwrap();
     assert!(zombie_children().is_empty());
 }

@@ -15,16 +15,15 @@ mod fixed_slots;
 mod timers;
 pub mod user_data;
 
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
-use crate::containment::PoolContainment;
+use crate::containment::{OrphanSweep, PoolContainment};
 use crate::error::{BuildError, SpawnError};
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
@@ -140,9 +139,9 @@ pub(crate) struct WorkerSetup {
     pub(crate) sizes: RingSizes,
     pub(crate) sink: EventSink,
     pub(crate) containment: Arc<PoolContainment>,
-    /// Pids of task runners, kept only when the pool is a subreaper, so that orphan
-    /// reaping never takes a runner's status. Locked around each spawn.
-    pub(crate) runners: Option<Arc<Mutex<HashSet<i32>>>>,
+    /// The pool's orphan sweep, when the pool is a subreaper: it knows the task runners
+    /// (registered under its lock around each spawn) so it never takes a runner's status.
+    pub(crate) orphans: Option<Arc<OrphanSweep>>,
 }
 
 /// Starts a worker thread. Returns once its ring exists, or with the reason it could not.

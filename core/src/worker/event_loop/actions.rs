@@ -259,6 +259,11 @@ impl Worker {
             self.fixed.give_back(task.pidfd);
         }
         drop(task.tree_events);
+        if let Some(orphans) = &self.orphans {
+            orphans.task_released(task.pid);
+            // Its escapers may be killed now.
+            self.orphans_pending = true;
+        }
         if let Some(tree) = task.tree {
             self.remove_cgroup(task.id, tree);
         }

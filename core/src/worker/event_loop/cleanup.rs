@@ -5,7 +5,7 @@ use super::*;
 impl Worker {
     /// Removes a released task's cgroup. A single v2 directory goes through the ring
     /// (`IORING_OP_UNLINKAT`), so the kernel's teardown does not hold up this loop during a
-    /// kill-all; anything more is removed here and now.
+    /// kill-all; anything more goes to the pool's cleanup thread.
     pub(super) fn remove_cgroup(&mut self, id: TaskId, tree: TaskContainment) {
         let tree = match tree.into_single_dir() {
             Ok(None) => return,
@@ -26,13 +26,12 @@ impl Worker {
             },
             Err(tree) => tree,
         };
-        if let Err(e) = tree.remove() {
-            tracing::warn!(task = %id, error = %e, "cannot remove the task's cgroup");
-        }
+        tracing::trace!(task = %id, "task cgroups handed to the cleanup thread");
+        self.containment.remove_in_background(tree);
     }
 
     /// A cgroup removal completed; on failure (the task made cgroups below its own, or the
-    /// kernel still counted it busy) it is removed here, with retries.
+    /// kernel still counted it busy) the pool's cleanup thread retries it.
     pub(super) fn removed(&mut self, completion: Completion) {
         let Some(path) = self.ring.take_path(completion.user_data) else {
             return;
@@ -41,9 +40,7 @@ impl Worker {
             return;
         }
         let dir = std::path::PathBuf::from(std::ffi::OsString::from_vec(path.into_bytes()));
-        if let Err(e) = crate::containment::remove_task_dir(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a task's cgroup");
-        }
+        self.containment.remove_dir_in_background(dir);
     }
 
     // ---- orphans --------------------------------------------------------------------
@@ -60,11 +57,17 @@ impl Worker {
         }
         self.orphans_pending = false;
         self.last_orphan_scan = Instant::now();
-        let Some(runners) = &self.runners else { return };
-        let runners = lock(runners);
-        let reaped = crate::containment::reap_orphans(|pid| runners.contains(&pid));
-        if reaped > 0 {
-            tracing::debug!(reaped, "reaped orphaned descendants");
+        let Some(orphans) = &self.orphans else { return };
+        let report = orphans.sweep(Instant::now());
+        if report.again_soon {
+            self.orphans_pending = true;
+        }
+        if report.reaped > 0 || report.killed > 0 {
+            tracing::debug!(
+                reaped = report.reaped,
+                killed = report.killed,
+                "swept the pool's orphans"
+            );
         }
     }
 }

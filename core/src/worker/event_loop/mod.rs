@@ -11,13 +11,12 @@ mod cleanup;
 mod inputs;
 mod spawning;
 
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -28,7 +27,7 @@ use super::fixed_slots::FixedSlots;
 use super::timers::Timers;
 use super::user_data::{pack, unpack, OpTag, Tag};
 use super::{Command, EventSink, Request, Spawned, WorkerSetup, WorkerShared};
-use crate::containment::{ContainmentKind, PoolContainment, TaskContainment};
+use crate::containment::{ContainmentKind, OrphanSweep, PoolContainment, TaskContainment};
 use crate::error::SpawnError;
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
@@ -124,7 +123,7 @@ struct Worker {
     sink_gone: bool,
     pressure: Backpressure,
     containment: Arc<PoolContainment>,
-    runners: Option<Arc<Mutex<HashSet<i32>>>>,
+    orphans: Option<Arc<OrphanSweep>>,
     scans_orphans: bool,
     periodic_orphan_scan: bool,
     last_orphan_scan: Instant,
@@ -170,9 +169,9 @@ pub(super) fn run(
         sink_gone: false,
         pressure: Backpressure::default(),
         containment: setup.containment,
-        scans_orphans: setup.runners.is_some(),
-        periodic_orphan_scan: setup.runners.is_some() && setup.index == 0,
-        runners: setup.runners,
+        scans_orphans: setup.orphans.is_some(),
+        periodic_orphan_scan: setup.orphans.is_some() && setup.index == 0,
+        orphans: setup.orphans,
         last_orphan_scan: Instant::now(),
         orphans_pending: false,
         rmdir_seq: 0,
@@ -329,11 +328,4 @@ impl OpTag {
 
 fn signal_byte(signal: i32) -> Option<u8> {
     u8::try_from(signal).ok().filter(|s| (1..=64).contains(s))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding this lock leaves a plain set behind: still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -19,19 +19,17 @@ impl Worker {
             .placement()
             .map_err(SpawnError::from)
             .and_then(|placement| {
-                let _runners = self.runners.as_ref().map(|r| lock(r));
+                let spawning = self.orphans.as_ref().map(|o| o.spawning());
                 let child = spawn::spawn(prepared, &placement)?;
-                if let Some(mut runners) = _runners {
-                    runners.insert(child.pid);
+                if let Some(spawning) = spawning {
+                    spawning.started(child.pid);
                 }
                 // The cgroup directory fd (in `placement`) closes here: the table stays flat.
                 Ok(child)
             }) {
             Ok(child) => child,
             Err(e) => {
-                if let Err(rm) = tree.remove() {
-                    tracing::warn!(task = %id, error = %rm, "cannot remove the cgroup of a task that failed to spawn");
-                }
+                self.containment.remove_in_background(tree);
                 return Err(e);
             }
         };
@@ -48,7 +46,10 @@ impl Worker {
                 self.fixed.give_back(slot);
             }
             self.forget_runner(pid);
-            let _ = tree.remove();
+            if let Some(orphans) = &self.orphans {
+                orphans.task_released(pid);
+            }
+            self.containment.remove_in_background(tree);
             return Err(SpawnError::Io(e));
         }
         let key = self.tasks.vacant_key();
@@ -132,8 +133,8 @@ impl Worker {
     }
 
     pub(super) fn forget_runner(&self, pid: i32) {
-        if let Some(runners) = &self.runners {
-            lock(runners).remove(&pid);
+        if let Some(orphans) = &self.orphans {
+            orphans.runner_reaped(pid);
         }
     }
 }
