@@ -3,7 +3,7 @@
 //! the helper's `pidfile=` step and checks `/proc` afterwards; a guard kills leftovers if an
 //! assertion fails.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pidring::{
@@ -331,8 +331,10 @@ fn supervisor_death_takes_its_runners(mode: &str) {
             &grandchildren,
             "grandchildren of a dead supervisor after the sweep",
         );
+        // Removal waits for the killed processes to leave (the pool's cleanup thread).
         assert!(
-            stale_cgroups(supervisor_pid).is_empty(),
+            eventually(Duration::from_secs(5), || stale_cgroups(supervisor_pid)
+                .is_empty()),
             "left: {:?}",
             stale_cgroups(supervisor_pid)
         );
@@ -419,4 +421,448 @@ fn supervisor_killed_with_sigkill_takes_its_runners_cgroup() {
 #[test]
 fn supervisor_killed_with_sigkill_takes_its_runners_process_group() {
     supervisor_death_takes_its_runners("process-group");
+}
+
+// ---- the pool's orphans (PoolBuilder::subreaper) ------------------------------------------
+
+/// A subreaper pool in `mode`. The test process stays a subreaper afterwards unless the test
+/// calls [`stop_subreaper`], which every test here does before its leak checks.
+fn subreaper_pool_in(mode: Containment) -> Option<Pool> {
+    match Pool::builder()
+        .workers(2)
+        .containment(mode)
+        .subreaper(true)
+        .build()
+    {
+        Ok(pool) => Some(pool),
+        Err(BuildError::Containment(e @ ContainmentError::NoCgroupV2(_))) => {
+            if std::env::var_os("CI").is_some() && rustix_is_root() {
+                panic!("CI runs as root and must have a writable cgroup v2: {e}");
+            }
+            eprintln!("SKIP: cgroup containment unavailable here ({e})");
+            None
+        }
+        Err(e) => panic!("cannot build a subreaper pool in {mode:?} mode: {e}"),
+    }
+}
+
+fn stop_subreaper() {
+    pidring::containment::stop_being_subreaper().unwrap();
+}
+
+/// Issue 11, finding 9: while a subreaper pool runs and its tasks leave orphans behind (which
+/// it reaps), children the host started itself stay the host's: `wait()` gets their status.
+/// The old sweep reaped every zombie child that was not a runner, so `wait()` failed with
+/// ECHILD.
+fn host_children_stay_the_hosts(mode: Containment) {
+    use std::os::unix::process::CommandExt;
+    let Some(pool) = subreaper_pool_in(mode) else {
+        return;
+    };
+    let dir = TempDir::new(&format!("host-children-{mode:?}"));
+    let pids = dir.path("pids");
+    let _reaper = Reaper(vec![pids.clone()]);
+    // Exit before the tasks do, so their zombies wait through many sweeps.
+    let mut in_session = std::process::Command::new("sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
+    let mut in_group = std::process::Command::new("sh")
+        .args(["-c", "exit 9"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Tasks whose runners exit at once, leaving orphans that exit a little later.
+    let orphan = format!("pidfile={};sleep=150", pids.display());
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            pool.spawn(
+                helper(&[&format!("spawn={orphan}"), "exit=0"])
+                    .stdout(pidring::Stdio::Null)
+                    .stderr(pidring::Stdio::Null),
+            )
+            .unwrap()
+        })
+        .collect();
+    let ids: Vec<_> = tasks.iter().map(|t| t.id()).collect();
+    collect(&pool, &ids, LIMIT);
+    let orphans = read_pids(&pids);
+    assert_eq!(orphans.len(), 4);
+    // The orphans came back to us and were reaped by the pool, while the host's zombies
+    // stayed.
+    assert!(
+        eventually(Duration::from_secs(5), || orphans
+            .iter()
+            .all(|p| proc_stat(*p).is_none())),
+        "the pool did not reap its orphans: {:?}",
+        orphans
+            .iter()
+            .map(|p| (p, proc_stat(*p)))
+            .collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_millis(300)); // several more sweeps
+    assert_eq!(in_session.wait().unwrap().code(), Some(7));
+    assert_eq!(in_group.wait().unwrap().code(), Some(9));
+    pool.shutdown();
+    stop_subreaper();
+}
+
+/// Process-group mode with `subreaper(true)`: a double-forked `setsid` daemon, which the
+/// group signal cannot reach, comes back to the subreaper and is killed once its task ends.
+fn setsid_daemon_is_killed_by_a_subreaper_pool(mode: Containment) {
+    let Some(pool) = subreaper_pool_in(mode) else {
+        return;
+    };
+    let dir = TempDir::new(&format!("daemon-subreaper-{mode:?}"));
+    let pids = dir.path("pids");
+    let _reaper = Reaper(vec![pids.clone()]);
+    let task = pool
+        .spawn(
+            helper(&[
+                &format!("daemon=pidfile={};sleep=60000", pids.display()),
+                "sleep=200",
+                "exit=0",
+            ])
+            .drain(Duration::from_millis(200))
+            .grace(Duration::from_millis(300)),
+        )
+        .unwrap();
+    assert!(eventually(LIMIT, || !read_pids(&pids).is_empty()));
+    let daemon = read_pids(&pids);
+    assert!(alive(daemon[0]), "the daemon runs while its task does");
+    collect(&pool, &[task.id()], LIMIT);
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .iter()
+            .all(|p| proc_stat(*p).is_none())),
+        "{mode:?}: the setsid daemon outlived its task in a subreaper pool"
+    );
+    pool.shutdown();
+    stop_subreaper();
+}
+
+mod orphans {
+    use super::*;
+
+    fn run(mode: Containment, test: fn(Containment)) {
+        let _serial = serial();
+        let fds = fd_count();
+        test(mode);
+        finish(fds);
+    }
+
+    #[test]
+    fn host_children_stay_the_hosts_process_group() {
+        run(Containment::ProcessGroup, host_children_stay_the_hosts);
+    }
+
+    #[test]
+    fn host_children_stay_the_hosts_cgroup() {
+        run(Containment::Cgroup, host_children_stay_the_hosts);
+    }
+
+    #[test]
+    fn setsid_daemon_is_killed_by_a_subreaper_pool_process_group() {
+        run(
+            Containment::ProcessGroup,
+            setsid_daemon_is_killed_by_a_subreaper_pool,
+        );
+    }
+
+    #[test]
+    fn setsid_daemon_is_killed_by_a_subreaper_pool_cgroup() {
+        run(
+            Containment::Cgroup,
+            setsid_daemon_is_killed_by_a_subreaper_pool,
+        );
+    }
+}
+
+// ---- stale pools across PID namespaces (issue 11, finding 2) ------------------------------
+
+/// `unshare --pid --fork [--mount-proc] ARGS...`, or `None` (with the reason) where this
+/// process may not make namespaces. CI runs as root and must be able to.
+fn unshare_pid(mount_proc: bool) -> Option<std::process::Command> {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .status();
+    match probe {
+        Ok(s) if s.success() => {}
+        other => {
+            if std::env::var_os("CI").is_some() && rustix_is_root() {
+                panic!("CI runs as root and must be able to run unshare --pid: {other:?}");
+            }
+            eprintln!("SKIP: cannot make a PID namespace here: {other:?}");
+            return None;
+        }
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"]);
+    if mount_proc {
+        cmd.arg("--mount-proc");
+    }
+    Some(cmd)
+}
+
+fn mini_supervisor() -> PathBuf {
+    pidring_bin().parent().unwrap().join("mini-supervisor")
+}
+
+/// Pool directories of pidring (current format) at the top of the v2 hierarchy.
+fn pool_dirs() -> Vec<PathBuf> {
+    let Some(root) = v2_root() else {
+        return Vec::new();
+    };
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("pidring-") && name.contains("-ns")
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+fn v2_root() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            return None;
+        }
+        Some(PathBuf::from(left.split(' ').nth(4)?))
+    })
+}
+
+/// Pids (in our namespace) in `cgroup.procs` of `dir` and every cgroup below it.
+fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(procs_below(&e.path()));
+        }
+    }
+    out
+}
+
+/// Children of `pid`, from `/proc/<pid>/task/*/children`.
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|s| s.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+fn pid_namespace_of(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// A pool started in another PID namespace sweeps dead pools at start; it must take a live
+/// pool of ours for live, though our pid means nothing there (with `--mount-proc` it does not
+/// even exist in its `/proc`, which made the old pid-based sweep kill our tasks).
+fn live_pool_survives_a_pool_in_another_pid_namespace(mount_proc: bool) {
+    let Some(pool) = pool_in(Containment::Cgroup) else {
+        return;
+    };
+    let Some(mut unshare) = unshare_pid(mount_proc) else {
+        return;
+    };
+    let dir = TempDir::new(&format!("ns-live-{mount_proc}"));
+    let pids = dir.path("pids");
+    let _reaper = Reaper(vec![pids.clone()]);
+    let pidfile = format!("pidfile={}", pids.display());
+    let task = pool
+        .spawn(helper(&[
+            &pidfile,
+            &format!("spawn={pidfile};sleep=60000"),
+            "sleep=60000",
+        ]))
+        .unwrap();
+    assert!(eventually(LIMIT, || read_pids(&pids).len() == 2));
+    let ours = stale_cgroups(std::process::id() as i32);
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let out = unshare
+        .arg(mini_supervisor())
+        .args(["cgroup", "0"])
+        .arg(pidring_bin())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ready"),
+        "the namespaced pool did not start: {out:?}"
+    );
+    for pid in read_pids(&pids) {
+        assert!(
+            alive(pid),
+            "a pool in another PID namespace (mount_proc: {mount_proc}) killed our task's process {pid}"
+        );
+    }
+    assert!(ours[0].is_dir(), "our live pool's cgroup was removed");
+    task.kill().unwrap();
+    collect(&pool, &[task.id()], LIMIT);
+    assert_all_dead(&read_pids(&pids), "the task after its kill");
+    pool.shutdown();
+}
+
+/// A supervisor in another PID namespace is SIGKILLed; its runners die (PDEATHSIG), their
+/// children live on in its cgroups. Our next pool must find that pool dead (its lock is gone)
+/// and kill and remove it. The old sweep looked up `/proc/<its pid in its namespace>` here,
+/// which named some unrelated process of ours (or nothing), and never swept it.
+fn crashed_pool_in_another_pid_namespace_is_swept(mount_proc: bool) {
+    if pool_in(Containment::Cgroup).is_none() {
+        return;
+    }
+    let Some(mut unshare) = unshare_pid(mount_proc) else {
+        return;
+    };
+    // The namespace's init is a shell that outlives the supervisor (so the namespace, and the
+    // grandchildren re-parented to its init, live on after the supervisor's death).
+    let mut ns = unshare
+        .args(["sh", "-c", "\"$0\" \"$@\" >/dev/null 2>&1 & exec sleep 600"])
+        .arg(mini_supervisor())
+        .args(["cgroup", "2"])
+        .arg(pidring_bin())
+        .args(["helper", "spawn=sleep=60000", "sleep=60000"])
+        .spawn()
+        .unwrap();
+    let guard = NamespaceGuard(ns.id() as i32);
+    // unshare → the namespace's init (sh, then sleep) → the supervisor.
+    let mut init = 0;
+    let mut supervisor = 0;
+    assert!(
+        eventually(LIMIT, || {
+            init = children_of(ns.id() as i32).first().copied().unwrap_or(0);
+            supervisor = children_of(init).first().copied().unwrap_or(0);
+            init != 0 && supervisor != 0
+        }),
+        "the namespace did not start"
+    );
+    let ns_inode = pid_namespace_of(init).unwrap();
+    let suffix = format!("-ns{ns_inode}");
+    let mut pool_dir = PathBuf::new();
+    assert!(
+        eventually(LIMIT, || {
+            match pool_dirs()
+                .into_iter()
+                .find(|d| d.to_string_lossy().ends_with(&suffix))
+            {
+                Some(d) => {
+                    let n = procs_below(&d).len();
+                    pool_dir = d;
+                    n == 4
+                }
+                None => false,
+            }
+        }),
+        "the namespaced pool did not start its 2 tasks and their children"
+    );
+    let tree = procs_below(&pool_dir);
+    let _kill_tree = PidsGuard(tree.clone());
+    kill_by_pidfd(supervisor);
+    // Runners die with their supervisor; their children stay, in the dead pool's cgroup.
+    assert!(
+        eventually(LIMIT, || procs_below(&pool_dir).len() == 2),
+        "runners outlived their supervisor: {:?}",
+        procs_below(&pool_dir)
+    );
+    let survivors = procs_below(&pool_dir);
+    assert!(survivors.iter().all(|p| alive(*p)));
+    // Our next pool sweeps it.
+    let pool = Pool::builder()
+        .workers(1)
+        .containment(Containment::Cgroup)
+        .build()
+        .unwrap();
+    assert_all_dead(
+        &survivors,
+        "children of a crashed namespaced pool after the sweep",
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !pool_dir.exists()),
+        "the crashed namespaced pool's cgroup {} was not removed",
+        pool_dir.display()
+    );
+    drop(pool);
+    drop(guard);
+    let _ = ns.wait();
+}
+
+/// Kills the namespace's processes (its init through a pidfd takes everything in it).
+struct NamespaceGuard(i32);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        for init in children_of(self.0) {
+            kill_by_pidfd(init);
+        }
+        kill_by_pidfd(self.0);
+    }
+}
+
+struct PidsGuard(Vec<i32>);
+
+impl Drop for PidsGuard {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                kill_by_pidfd(*pid);
+            }
+        }
+    }
+}
+
+mod pid_namespaces {
+    use super::*;
+
+    fn run(mount_proc: bool, test: fn(bool)) {
+        let _serial = serial();
+        let fds = fd_count();
+        test(mount_proc);
+        finish(fds);
+    }
+
+    #[test]
+    fn live_pool_survives_a_pool_in_another_pid_namespace() {
+        run(
+            false,
+            super::live_pool_survives_a_pool_in_another_pid_namespace,
+        );
+    }
+
+    #[test]
+    fn live_pool_survives_a_pool_in_another_pid_namespace_with_its_own_proc() {
+        run(
+            true,
+            super::live_pool_survives_a_pool_in_another_pid_namespace,
+        );
+    }
+
+    #[test]
+    fn crashed_pool_in_another_pid_namespace_is_swept() {
+        run(false, super::crashed_pool_in_another_pid_namespace_is_swept);
+    }
+
+    #[test]
+    fn crashed_pool_in_another_pid_namespace_with_its_own_proc_is_swept() {
+        run(true, super::crashed_pool_in_another_pid_namespace_is_swept);
+    }
 }

@@ -1,6 +1,8 @@
-//! A small supervising program for the parent-death test: builds a pool, starts N tasks
-//! (`mini-supervisor CONTAINMENT N HELPER STEPS...`), prints `ready` and waits forever.
-//! The test then SIGKILLs it and checks that its task runners die with it.
+//! A small supervising program for the parent-death and stale-sweep tests: builds a pool,
+//! starts N tasks (`mini-supervisor CONTAINMENT N HELPER STEPS...`), prints `ready` and waits
+//! forever. The test then SIGKILLs it and checks that its task runners die with it. With
+//! N = 0 it builds the pool (whose start sweeps dead pools' cgroups), prints `ready` and
+//! exits 0 (the tests run it in another PID namespace this way).
 
 use std::io::Write;
 
@@ -36,6 +38,10 @@ fn main() {
     }
     println!("ready");
     let _ = std::io::stdout().flush();
+    if n == 0 {
+        drop(pool);
+        std::process::exit(0);
+    }
     loop {
         std::thread::park();
     }
