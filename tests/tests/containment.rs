@@ -48,8 +48,8 @@ fn assert_all_dead(pids: &[i32], what: &str) {
 }
 
 /// 1. The Airflow case: the runner starts a child interpreter that keeps writing its ppid;
-/// a terminate request ends both within the grace, and the grandchild never runs on with
-/// ppid 1.
+///    a terminate request ends both within the grace, and the grandchild never runs on with
+///    ppid 1.
 fn airflow_runner_and_its_interpreter_die_together(mode: Containment) {
     let Some(pool) = pool_in(mode) else { return };
     let dir = TempDir::new(&format!("airflow-{mode:?}"));
@@ -93,7 +93,7 @@ fn airflow_runner_and_its_interpreter_die_together(mode: Containment) {
 }
 
 /// 2. The runner exits while a grandchild holds its stdout for 60 s: `Done` comes after
-/// drain + grace, the grandchild is dead, and the runner's output is complete.
+///    drain + grace, the grandchild is dead, and the runner's output is complete.
 fn runner_exits_while_grandchild_holds_stdout(mode: Containment) {
     let Some(pool) = pool_in(mode) else { return };
     let dir = TempDir::new(&format!("holder-{mode:?}"));
@@ -130,7 +130,7 @@ fn runner_exits_while_grandchild_holds_stdout(mode: Containment) {
 }
 
 /// 3. A double-forked `setsid` daemon that closed its fds: killed in cgroup mode; in
-/// process-group mode it escapes, which is the documented limit of that mode.
+///    process-group mode it escapes, which is the documented limit of that mode.
 fn setsid_daemon(mode: Containment) {
     let Some(pool) = pool_in(mode) else { return };
     let dir = TempDir::new(&format!("daemon-{mode:?}"));
@@ -275,8 +275,8 @@ fn fork_bomb_is_contained_by_pids_max(mode: Containment) {
 }
 
 /// 6. The supervisor itself killed with SIGKILL: its task runners die within a second
-/// (`PDEATHSIG`). Their own children survive the supervisor in its cgroups; in cgroup mode
-/// the next pool that starts kills them and removes the dead supervisor's cgroups.
+///    (`PDEATHSIG`). Their own children survive the supervisor in its cgroups; in cgroup mode
+///    the next pool that starts kills them and removes the dead supervisor's cgroups.
 fn supervisor_death_takes_its_runners(mode: &str) {
     let _serial = serial();
     let bin = pidring_bin().parent().unwrap().join("mini-supervisor");
