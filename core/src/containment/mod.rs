@@ -469,15 +469,28 @@ impl TaskContainment {
         })
     }
 
+    /// Whether signalling or probing the tree needs the main process's pidfd (process-group
+    /// mode: the group is reached through its leader's pidfd; a cgroup is reached by path).
+    pub(crate) fn needs_leader(&self) -> bool {
+        self.cgroup.is_none()
+    }
+
     /// Signals every process of the tree and returns how many it reached (counting the main
     /// process if it is still alive; in process-group mode 1 if the group got it, 0 if it is
     /// empty, since the kernel does not tell). `leader` is the main process's pidfd (the
-    /// group leader; it may already be reaped).
+    /// group leader; it may already be reaped), required when [`needs_leader`] says so.
     ///
     /// cgroup mode: SIGKILL through `cgroup.kill`; other signals to each member through a
     /// pidfd, after checking it is still in the cgroup. Never `kill(2)` on a bare pid.
-    pub(crate) fn signal_tree(&self, leader: BorrowedFd<'_>, signal: i32) -> io::Result<u64> {
+    ///
+    /// [`needs_leader`]: TaskContainment::needs_leader
+    pub(crate) fn signal_tree(
+        &self,
+        leader: Option<BorrowedFd<'_>>,
+        signal: i32,
+    ) -> io::Result<u64> {
         let Some(c) = &self.cgroup else {
+            let leader = leader.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
             return process_group::signal(leader, signal);
         };
         if signal == libc::SIGKILL {
@@ -489,11 +502,16 @@ impl TaskContainment {
         cgroup::signal_members(&c.dir, &c.rel, signal)
     }
 
-    /// Whether any process of the tree is still alive.
-    pub(crate) fn is_populated(&self, leader: BorrowedFd<'_>) -> io::Result<bool> {
+    /// Whether any process of the tree is still alive; `leader` as for [`signal_tree`].
+    ///
+    /// [`signal_tree`]: TaskContainment::signal_tree
+    pub(crate) fn is_populated(&self, leader: Option<BorrowedFd<'_>>) -> io::Result<bool> {
         match &self.cgroup {
             Some(c) => cgroup::populated(&c.dir),
-            None => process_group::is_populated(leader),
+            None => {
+                let leader = leader.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+                process_group::is_populated(leader)
+            }
         }
     }
 
