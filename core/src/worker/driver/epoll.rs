@@ -335,7 +335,11 @@ impl Driver for EpollDriver {
             tv_nsec: i64::from(t.subsec_nanos()),
         });
         self.events.clear();
-        match epoll::wait(&self.epoll, &mut self.events, ts.as_ref()) {
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut self.events),
+            ts.as_ref(),
+        ) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
