@@ -80,6 +80,8 @@ pub struct PoolBuilder {
     subreaper: bool,
     callback: Option<Arc<dyn Fn(Event) + Send + Sync>>,
     simulated_probe: Option<UringProbe>,
+    #[cfg(test)]
+    faults: Option<Arc<crate::worker::driver::faulty::Faults>>,
 }
 
 /// Descriptors of the process fd table that an epoll pool leaves to the rest of the program.
@@ -138,6 +140,13 @@ impl PoolBuilder {
     #[doc(hidden)]
     pub fn simulate_uring_probe(mut self, probe: UringProbe) -> Self {
         self.simulated_probe = Some(probe);
+        self
+    }
+
+    /// Tests: run every worker's driver under this fault injector.
+    #[cfg(test)]
+    pub(crate) fn faults(mut self, faults: Arc<crate::worker::driver::faulty::Faults>) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -213,6 +222,8 @@ impl PoolBuilder {
                 containment: Arc::clone(&containment),
                 cleanup: Arc::clone(&cleanup),
                 runners: runners.clone(),
+                #[cfg(test)]
+                faults: self.faults.clone(),
             };
             match worker::start(setup) {
                 Ok((worker, thread)) => {
@@ -291,6 +302,8 @@ impl Pool {
             subreaper: false,
             callback: None,
             simulated_probe: None,
+            #[cfg(test)]
+            faults: None,
         }
     }
 

@@ -17,6 +17,9 @@ mod timers;
 pub(crate) mod tree_watch;
 pub mod user_data;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -187,6 +190,9 @@ pub(crate) struct WorkerSetup {
     /// Pids of task runners, kept only when the pool is a subreaper, so that orphan
     /// reaping never takes a runner's status. Locked around each spawn.
     pub(crate) runners: Option<Arc<Mutex<HashSet<i32>>>>,
+    /// Tests: run the driver under a fault injector.
+    #[cfg(test)]
+    pub(crate) faults: Option<Arc<driver::faulty::Faults>>,
 }
 
 /// Starts a worker thread. Returns once its driver exists, or with the reason it could not.
@@ -241,16 +247,31 @@ fn run_thread(
 ) {
     match setup.backend {
         BackendKind::Uring => match UringDriver::new(setup.sizes, wake) {
-            Ok(driver) => event_loop::run(driver, setup, commands, shared, ready),
+            Ok(driver) => run_on(driver, setup, commands, shared, ready),
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
         },
         BackendKind::Epoll => match EpollDriver::new(setup.epoll_budget, wake) {
-            Ok(driver) => event_loop::run(driver, setup, commands, shared, ready),
+            Ok(driver) => run_on(driver, setup, commands, shared, ready),
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
         },
     }
+}
+
+fn run_on<D: driver::Driver>(
+    driver: D,
+    setup: WorkerSetup,
+    commands: crossbeam_channel::Receiver<Command>,
+    shared: Arc<WorkerShared>,
+    ready: Sender<io::Result<()>>,
+) {
+    #[cfg(test)]
+    if let Some(faults) = setup.faults.clone() {
+        let driver = driver::faulty::Faulty::new(driver, faults);
+        return event_loop::run(driver, setup, commands, shared, ready);
+    }
+    event_loop::run(driver, setup, commands, shared, ready)
 }

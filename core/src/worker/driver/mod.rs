@@ -38,6 +38,8 @@
 //! buffer). Which one a pool uses is decided once, by [`select`].
 
 pub(crate) mod epoll;
+#[cfg(test)]
+pub(crate) mod faulty;
 mod fixed_slots;
 pub(crate) mod select;
 pub(crate) mod uring;
