@@ -2,16 +2,16 @@
 //! generation, operation), decoded once per completion on the worker's hot path.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pidring::__private::user_data::{pack, unpack, OpTag, Tag};
+use pidring::__private::user_data::{pack, unpack, OpTag, PidfdUse, Tag};
 
 fn tags() -> Vec<Tag> {
     let ops = [
-        OpTag::Wait,
+        OpTag::Exit,
         OpTag::Read(0),
         OpTag::Read(1),
         OpTag::TreeWatch,
-        OpTag::InstallReap,
-        OpTag::InstallSignalTree(15),
+        OpTag::Pidfd(PidfdUse::Reap),
+        OpTag::Pidfd(PidfdUse::SignalTree(15)),
     ];
     (0..1024u32)
         .map(|i| Tag {

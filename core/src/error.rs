@@ -25,6 +25,8 @@ pub enum SpawnError {
     Containment(#[from] ContainmentError),
     #[error("the pool is shut down")]
     PoolClosed,
+    #[error("spawn called from an on_event callback: it runs on a worker, which would wait for itself; hand the spawn to another thread")]
+    FromCallback,
     #[error("spawn failed: {0}")]
     Io(#[source] io::Error),
 }
@@ -57,8 +59,10 @@ pub enum ControlError {
 pub enum BuildError {
     #[error("backend {0} is not available: {1}")]
     BackendUnavailable(&'static str, String),
-    #[error("io_uring setup failed: {0}")]
-    Ring(#[source] io::Error),
+    #[error("cannot start the {0} driver: {1}")]
+    Driver(&'static str, #[source] io::Error),
+    #[error("cannot start the cleanup thread: {0}")]
+    Cleanup(#[source] io::Error),
     #[error("containment: {0}")]
     Containment(#[from] ContainmentError),
     #[error("cannot start worker thread: {0}")]

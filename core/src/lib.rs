@@ -43,6 +43,11 @@ pub struct ReadmeDoctests;
 /// Internals exposed for the criterion benches only; not a stable API.
 pub mod __private {
     pub use crate::worker::user_data;
+    /// The worker's tree-watch state machine, for the fuzz target.
+    #[cfg(feature = "arbitrary")]
+    pub mod tree_watch {
+        pub use crate::worker::tree_watch::{check_sequence, Checked, WatchInput, WatchMode};
+    }
 }
 
 pub use containment::{Containment, ContainmentError, ContainmentKind};
@@ -51,3 +56,4 @@ pub use event::{Event, TaskId};
 pub use pool::{Backend, BackendKind, Pool, PoolBuilder, PoolStats, TaskHandle};
 pub use spec::{AfterExit, Limits, Session, Stdio, TaskSpec};
 pub use task::{ExitStatus, Outcome, Reason, StreamId};
+pub use worker::driver::select::UringProbe;

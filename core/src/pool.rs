@@ -11,16 +11,20 @@ use crate::containment::{Containment, ContainmentKind, OrphanSweep, PoolContainm
 use crate::error::{BuildError, ControlError, SpawnError};
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
+use crate::worker::cleanup_thread::CleanupThread;
+use crate::worker::driver::select::{self, BackendChoice, UringProbe};
 use crate::worker::{self, Command, EventSink, Request, RingSizes, WorkerSetup, WorkerShared};
 
 /// Which driver runs the state machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// io_uring where the kernel allows it.
+    /// io_uring where the kernel and the sandbox allow every opcode the driver uses, epoll
+    /// otherwise (`Pool::backend_reason` says why).
     #[default]
     Auto,
+    /// io_uring, or `BuildError::BackendUnavailable` (naming the cause and the fix).
     Uring,
-    /// The epoll fallback (not built yet: asking for it fails with `BackendUnavailable`).
+    /// epoll: runs everywhere; per-task fds live in the process fd table.
     Epoll,
 }
 
@@ -49,10 +53,22 @@ pub struct PoolStats {
     pub stale_completions: u64,
     /// Events a task's state machine rejected as impossible in its state.
     pub rejected_events: u64,
+    /// Driver operations that failed (a pidfd that could not be lent) and were tried again.
+    pub driver_retries: u64,
+    /// `on_event` callbacks that panicked (the pool went on).
+    pub callback_panics: u64,
+    /// The most pidfds a worker's driver had lent as ordinary descriptors at once.
+    pub lent_pidfds_peak: u64,
 }
 
-/// Fixed-file slots a typical task uses: its pidfd, stdout and stderr.
-const SLOTS_PER_TASK: u64 = 3;
+/// Descriptors a typical task holds in its driver: its pidfd, stdout and stderr, and in
+/// cgroup mode `cgroup.events` while its tree is watched.
+fn descriptors_per_task(containment: ContainmentKind) -> u64 {
+    match containment {
+        ContainmentKind::Cgroup => 4,
+        ContainmentKind::ProcessGroup => 3,
+    }
+}
 
 pub struct PoolBuilder {
     workers: Option<usize>,
@@ -62,7 +78,13 @@ pub struct PoolBuilder {
     backend: Backend,
     subreaper: bool,
     callback: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+    simulated_probe: Option<UringProbe>,
+    #[cfg(test)]
+    faults: Option<Arc<crate::worker::driver::faulty::Faults>>,
 }
+
+/// Descriptors of the process fd table that an epoll pool leaves to the rest of the program.
+const FDS_LEFT_TO_THE_PROGRAM: usize = 256;
 
 impl PoolBuilder {
     /// Number of worker threads, each with its own ring. Default: the number of cores, or
@@ -112,16 +134,22 @@ impl PoolBuilder {
         self
     }
 
+    /// Tests only: what the io_uring probe would find (a kernel without an opcode, a
+    /// sandbox that refuses the ring), instead of asking the kernel.
+    #[doc(hidden)]
+    pub fn simulate_uring_probe(mut self, probe: UringProbe) -> Self {
+        self.simulated_probe = Some(probe);
+        self
+    }
+
+    /// Tests: run every worker's driver under this fault injector.
+    #[cfg(test)]
+    pub(crate) fn faults(mut self, faults: Arc<crate::worker::driver::faulty::Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     pub fn build(self) -> Result<Pool, BuildError> {
-        match self.backend {
-            Backend::Auto | Backend::Uring => {}
-            Backend::Epoll => {
-                return Err(BuildError::BackendUnavailable(
-                    "epoll",
-                    "the epoll driver is not implemented yet; use the io_uring backend".into(),
-                ))
-            }
-        }
         if !(1..=32768).contains(&self.submission_queue) {
             return Err(BuildError::InvalidOption(format!(
                 "submission queue of {} entries: must be 1 to 32768",
@@ -133,24 +161,40 @@ impl PoolBuilder {
                 "workers must be at least 1".into(),
             ));
         }
+        let backend = select::select(
+            self.backend,
+            select::probe_with(self.simulated_probe.as_ref()),
+        )?;
         let fixed_files = raise_fd_limit();
-        let per_ring = (u64::from(fixed_files) / SLOTS_PER_TASK).max(1);
+        let containment = Arc::new(PoolContainment::new(self.containment)?);
+        let per_task = descriptors_per_task(containment.kind());
+        let per_ring = (u64::from(fixed_files) / per_task).max(1);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let needed_for_tasks = self
-            .max_tasks
-            .map_or(1, |n| (n as u64).div_ceil(per_ring) as usize);
+        let needed_for_tasks = match backend.kind {
+            // One ring's fixed-file table holds `per_ring` tasks: more tasks, more rings.
+            BackendKind::Uring => self
+                .max_tasks
+                .map_or(1, |n| (n as u64).div_ceil(per_ring) as usize),
+            // epoll shares the process fd table, whatever the number of workers.
+            BackendKind::Epoll => 1,
+        };
         let workers = self.workers.unwrap_or(cores).max(needed_for_tasks);
         if workers > 1024 {
             return Err(BuildError::InvalidOption(format!(
                 "{workers} workers is more than 1024"
             )));
         }
-        let containment = Arc::new(PoolContainment::new(self.containment)?);
         let orphans = match self.subreaper {
             true => Some(Arc::new(OrphanSweep::new(&containment).map_err(|e| {
                 BuildError::InvalidOption(format!("cannot become a child subreaper: {e}"))
             })?)),
             false => None,
+        };
+        let cleanup = CleanupThread::start().map_err(BuildError::Cleanup)?;
+        let epoll_budget = (fixed_files as usize).saturating_sub(FDS_LEFT_TO_THE_PROGRAM) / workers;
+        let capacity_per_worker = match backend.kind {
+            BackendKind::Uring => per_ring as usize,
+            BackendKind::Epoll => epoll_budget / per_task as usize,
         };
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let sink = match &self.callback {
@@ -169,10 +213,16 @@ impl PoolBuilder {
         for index in 0..workers {
             let setup = WorkerSetup {
                 index,
+                backend: backend.kind,
                 sizes,
+                epoll_budget,
+                capacity: capacity_per_worker,
                 sink: sink.clone(),
                 containment: Arc::clone(&containment),
+                cleanup: Arc::clone(&cleanup),
                 orphans: orphans.clone(),
+                #[cfg(test)]
+                faults: self.faults.clone(),
             };
             match worker::start(setup) {
                 Ok((worker, thread)) => {
@@ -180,7 +230,7 @@ impl PoolBuilder {
                     threads.push(thread);
                 }
                 Err(e) => {
-                    stop(&shared, &mut threads);
+                    stop(&shared, &mut threads, &cleanup);
                     return Err(e);
                 }
             }
@@ -188,9 +238,12 @@ impl PoolBuilder {
         let capacity = shared.iter().map(|w| w.capacity).sum();
         tracing::info!(
             workers,
+            backend = backend.kind.as_str(),
+            backend_reason = %backend.reason,
             fixed_files_per_ring = fixed_files,
             capacity,
             containment = containment.kind().as_str(),
+            containment_reason = containment.reason(),
             "pool started"
         );
         Ok(Pool {
@@ -198,6 +251,8 @@ impl PoolBuilder {
             threads,
             events: events_rx,
             containment,
+            backend,
+            cleanup,
             next_id: AtomicU64::new(1),
             capacity,
         })
@@ -229,6 +284,8 @@ pub struct Pool {
     threads: Vec<JoinHandle<()>>,
     events: Receiver<Event>,
     containment: Arc<PoolContainment>,
+    backend: BackendChoice,
+    cleanup: Arc<CleanupThread>,
     next_id: AtomicU64,
     capacity: usize,
 }
@@ -243,12 +300,18 @@ impl Pool {
             backend: Backend::Auto,
             subreaper: false,
             callback: None,
+            simulated_probe: None,
+            #[cfg(test)]
+            faults: None,
         }
     }
 
     /// Starts a task on the least loaded worker. Returns once the program runs (exec
     /// succeeded) or with the reason it could not start.
     pub fn spawn(&self, spec: TaskSpec) -> Result<TaskHandle, SpawnError> {
+        if crate::worker::in_callback() {
+            return Err(SpawnError::FromCallback);
+        }
         let worker = self
             .workers
             .iter()
@@ -270,7 +333,6 @@ impl Pool {
             id,
             pid: spawned.pid as u32,
             slot: spawned.slot,
-            generation: spawned.generation,
             worker: Arc::clone(worker),
         })
     }
@@ -285,14 +347,15 @@ impl Pool {
         self.containment.kind()
     }
 
+    /// The driver every worker runs.
     pub fn backend(&self) -> BackendKind {
-        BackendKind::Uring
+        self.backend.kind
     }
 
     /// Why [`backend`](Self::backend) was chosen, in one line (for logs and reports): for
     /// example "requested", or why io_uring was refused and epoll runs instead.
     pub fn backend_reason(&self) -> &str {
-        "io_uring is available"
+        &self.backend.reason
     }
 
     /// Why [`containment`](Self::containment) was chosen, in one line (for logs and
@@ -318,23 +381,30 @@ impl Pool {
             stats.spawned += c.spawned.load(Ordering::Relaxed);
             stats.stale_completions += c.stale.load(Ordering::Relaxed);
             stats.rejected_events += c.rejected.load(Ordering::Relaxed);
+            stats.driver_retries += c.retries.load(Ordering::Relaxed);
+            stats.callback_panics += c.callback_panics.load(Ordering::Relaxed);
+            stats.lent_pidfds_peak = stats
+                .lent_pidfds_peak
+                .max(c.lent_pidfds_peak.load(Ordering::Relaxed));
         }
         stats
     }
 
     /// Kills every live task's tree, waits for their `Done`, and joins the workers.
     pub fn shutdown(mut self) {
-        stop(&self.workers, &mut self.threads);
+        stop(&self.workers, &mut self.threads, &self.cleanup);
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        stop(&self.workers, &mut self.threads);
+        stop(&self.workers, &mut self.threads, &self.cleanup);
     }
 }
 
-fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>) {
+/// Stops the workers (each kills its tasks' trees and waits for their `Done`), then the
+/// cleanup thread once it finished the removals the workers handed it.
+fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>, cleanup: &CleanupThread) {
     for w in workers {
         let _ = w.send(Command::Shutdown);
     }
@@ -343,6 +413,7 @@ fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>) {
             tracing::error!("a worker thread panicked");
         }
     }
+    cleanup.shutdown();
 }
 
 /// A live (or finished) task: its id, and the requests it takes. Cheap to clone; requests
@@ -352,7 +423,6 @@ pub struct TaskHandle {
     id: TaskId,
     pid: u32,
     slot: u32,
-    generation: u16,
     worker: Arc<WorkerShared>,
 }
 
@@ -396,8 +466,8 @@ impl TaskHandle {
     fn request(&self, request: Request) -> Result<(), ControlError> {
         self.worker
             .send(Command::Control {
+                id: self.id,
                 slot: self.slot,
-                generation: self.generation,
                 request,
             })
             .map_err(|()| ControlError::PoolClosed)

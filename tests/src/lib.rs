@@ -8,7 +8,39 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use pidring::{Event, ExitStatus, Outcome, Pool, StreamId, TaskId};
+use pidring::{Backend, Event, ExitStatus, Outcome, Pool, PoolBuilder, StreamId, TaskId};
+
+thread_local! {
+    /// The driver the pools of the running test use (see [`on_both_backends!`]).
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Auto) };
+}
+
+/// `Pool::builder()` on the driver of the running test.
+pub fn builder() -> PoolBuilder {
+    Pool::builder().backend(BACKEND.with(|b| b.get()))
+}
+
+/// Runs `test` with the pools it builds through [`builder`] on `backend`.
+pub fn on_backend<R>(backend: Backend, test: impl FnOnce() -> R) -> R {
+    let old = BACKEND.with(|b| b.replace(backend));
+    let result = test();
+    BACKEND.with(|b| b.set(old));
+    result
+}
+
+/// Turns each named `fn name()` of the file into two tests, `uring::name` and
+/// `epoll::name`, whose pools (built with [`builder`]) run on that driver.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { $crate::on_backend(pidring::Backend::Uring, super::$name) })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { $crate::on_backend(pidring::Backend::Epoll, super::$name) })*
+        }
+    };
+}
 
 /// Tests in one binary share the process's fd table and children: they run one at a time.
 /// Also turns on the library's logs when `PIDRING_TEST_LOG` holds a filter (e.g. `debug`).

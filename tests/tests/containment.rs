@@ -16,7 +16,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A pool in `mode`, or `None` (with the reason printed) where this host cannot do it.
 /// On CI, as root, a missing cgroup v2 is a failure, not a skip.
 fn pool_in(mode: Containment) -> Option<Pool> {
-    match Pool::builder().workers(2).containment(mode).build() {
+    match builder().workers(2).containment(mode).build() {
         Ok(pool) => Some(pool),
         Err(BuildError::Containment(e @ ContainmentError::NoCgroupV2(_))) => {
             let root = rustix_is_root();
@@ -378,15 +378,23 @@ fn stale_cgroups(pid: i32) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// Each test in both containment modes, on both drivers.
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {
-        mod cgroup {
+        both_modes!(@mode cgroup, Containment::Cgroup, $($name),*);
+        both_modes!(@mode process_group, Containment::ProcessGroup, $($name),*);
+    };
+    (@mode $mode:ident, $containment:expr, $($name:ident),*) => {
+        mod $mode {
             use super::*;
-            $(#[test] fn $name() { let _serial = serial(); let fds = fd_count(); super::$name(Containment::Cgroup); finish(fds); })*
-        }
-        mod process_group {
-            use super::*;
-            $(#[test] fn $name() { let _serial = serial(); let fds = fd_count(); super::$name(Containment::ProcessGroup); finish(fds); })*
+            mod uring {
+                use super::*;
+                $(#[test] fn $name() { on_backend(pidring::Backend::Uring, || { let _serial = serial(); let fds = fd_count(); super::super::$name($containment); finish(fds); }) })*
+            }
+            mod epoll {
+                use super::*;
+                $(#[test] fn $name() { on_backend(pidring::Backend::Epoll, || { let _serial = serial(); let fds = fd_count(); super::super::$name($containment); finish(fds); }) })*
+            }
         }
     };
 }

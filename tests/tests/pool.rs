@@ -3,16 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use pidring::{Containment, ExitStatus, Pool, Reason, SpawnError, TaskSpec};
+use pidring::{BackendKind, Containment, ExitStatus, Pool, Reason, SpawnError, TaskSpec};
 use pidring_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn pool(workers: usize) -> Pool {
-    Pool::builder()
-        .workers(workers)
-        .build()
-        .expect("build pool")
+    builder().workers(workers).build().expect("build pool")
 }
 
 /// Every test ends here: nothing of ours is left behind.
@@ -26,7 +23,6 @@ fn assert_clean(fds_before: usize) {
     assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
 }
 
-#[test]
 fn output_is_delivered_byte_for_byte_including_10_mb_and_output_just_before_exit() {
     let _serial = serial();
     let fds = fd_count();
@@ -64,7 +60,6 @@ fn output_is_delivered_byte_for_byte_including_10_mb_and_output_just_before_exit
     assert_clean(fds);
 }
 
-#[test]
 fn exit_codes_and_deaths_by_signal_are_reported() {
     let _serial = serial();
     let fds = fd_count();
@@ -93,7 +88,6 @@ fn exit_codes_and_deaths_by_signal_are_reported() {
     assert_clean(fds);
 }
 
-#[test]
 fn terminate_escalates_to_sigkill_after_grace_for_a_child_ignoring_sigterm() {
     let _serial = serial();
     let fds = fd_count();
@@ -140,7 +134,6 @@ fn terminate_escalates_to_sigkill_after_grace_for_a_child_ignoring_sigterm() {
     assert_clean(fds);
 }
 
-#[test]
 fn kill_request_sigkills_at_once() {
     let _serial = serial();
     let fds = fd_count();
@@ -158,7 +151,6 @@ fn kill_request_sigkills_at_once() {
     assert_clean(fds);
 }
 
-#[test]
 fn timeout_terminates_the_task() {
     let _serial = serial();
     let fds = fd_count();
@@ -179,7 +171,6 @@ fn timeout_terminates_the_task() {
     assert_clean(fds);
 }
 
-#[test]
 fn spawn_errors_are_typed_and_leave_nothing_behind() {
     let _serial = serial();
     let fds = fd_count();
@@ -231,7 +222,6 @@ fn spawn_errors_are_typed_and_leave_nothing_behind() {
     assert_clean(fds);
 }
 
-#[test]
 fn a_foreign_reaper_does_not_hang_the_task_and_its_status_survives() {
     let _serial = serial();
     let fds = fd_count();
@@ -278,7 +268,6 @@ fn a_foreign_reaper_does_not_hang_the_task_and_its_status_survives() {
     assert_clean(fds);
 }
 
-#[test]
 fn two_thousand_concurrent_tasks_over_two_workers_all_reach_done() {
     let _serial = serial();
     let fds = fd_count();
@@ -290,8 +279,14 @@ fn two_thousand_concurrent_tasks_over_two_workers_all_reach_done() {
                 TaskSpec::new("sh").args(["-c", &format!("sleep 0.5; echo {i}; exit {}", i % 7)]);
             ids.push(pool.spawn(spec).unwrap().id());
         }
+        // epoll keeps each task's pidfd and pipes (and cgroup.events while its tree is
+        // watched) in the process fd table; io_uring keeps none there.
+        let per_task = match pool.backend() {
+            BackendKind::Uring => 0,
+            BackendKind::Epoll => 4,
+        };
         assert!(
-            fd_count() <= fds + 8,
+            fd_count() <= fds + 8 + per_task * ids.len(),
             "per-task fds leaked into the process table"
         );
         let records = collect(&pool, &ids, Duration::from_secs(120));
@@ -314,19 +309,22 @@ fn two_thousand_concurrent_tasks_over_two_workers_all_reach_done() {
 
 /// Issue 3's density check: 10,000 idle tasks under the 20,000-fd limit, with a flat
 /// process fd table. Prints what the note reports (RSS and slab per task, kill-all time).
-#[test]
 fn ten_thousand_idle_tasks_keep_the_fd_table_flat() {
     let _serial = serial();
     let fds = fd_count();
     const N: usize = 10_000;
     {
-        let pool = Pool::builder().max_tasks(N).build().expect("pool");
-        assert!(pool.capacity() >= N, "capacity {} < {N}", pool.capacity());
+        let pool = builder().max_tasks(N).build().expect("pool");
+        // io_uring keeps per-task fds out of the process fd table; epoll cannot, so it
+        // holds as many tasks as the table allows (3 fds each).
+        let uring = pool.backend() == BackendKind::Uring;
+        let n = if uring { N } else { N.min(pool.capacity()) };
+        assert!(pool.capacity() >= n, "capacity {} < {n}", pool.capacity());
         let rss_before = rss_kib();
         let slab_before = slab_kib();
         let started = Instant::now();
-        let mut handles = Vec::with_capacity(N);
-        for _ in 0..N {
+        let mut handles = Vec::with_capacity(n);
+        for _ in 0..n {
             handles.push(
                 pool.spawn(TaskSpec::new("sleep").arg("600"))
                     .expect("spawn"),
@@ -334,13 +332,27 @@ fn ten_thousand_idle_tasks_keep_the_fd_table_flat() {
         }
         let spawn_time = started.elapsed();
         let fds_during = fd_count();
+        let fleet_fds = if uring { 0 } else { 3 * n };
         assert!(
-            fds_during <= fds + 2 * pool.workers() + 4,
-            "fd table grew with the fleet: {fds} before, {fds_during} with {N} tasks"
+            fds_during <= fds + 2 * pool.workers() + 4 + fleet_fds,
+            "fd table grew with the fleet: {fds} before, {fds_during} with {n} tasks"
         );
         std::thread::sleep(Duration::from_millis(500));
-        let rss_per_task = (rss_kib().saturating_sub(rss_before)) * 1024 / N as u64;
-        let slab_per_task = (slab_kib().saturating_sub(slab_before)) * 1024 / N as u64;
+        let rss_per_task = (rss_kib().saturating_sub(rss_before)) * 1024 / n as u64;
+        let slab_per_task = (slab_kib().saturating_sub(slab_before)) * 1024 / n as u64;
+        // The fd table during kill-all: lent pidfds are bounded, whatever the fleet.
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let sampling = std::sync::Arc::clone(&sampling);
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(fd_count());
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                peak
+            })
+        };
         let killed = Instant::now();
         for handle in &handles {
             handle.kill().unwrap();
@@ -348,28 +360,37 @@ fn ten_thousand_idle_tasks_keep_the_fd_table_flat() {
         let ids: Vec<_> = handles.iter().map(|h| h.id()).collect();
         let records = collect(&pool, &ids, Duration::from_secs(120));
         let kill_all = killed.elapsed();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().unwrap();
         assert!(records
             .values()
             .all(|r| r.outcome().status == ExitStatus::Signal(9)));
+        let lent_bound = 2 * 64 * pool.workers();
+        assert!(
+            peak <= fds_during + lent_bound + 8,
+            "fd table during kill-all peaked at {peak} ({fds_during} before it)"
+        );
         eprintln!(
-            "idle fleet: {N} tasks on {} workers, spawned in {:.2?} ({:.0}/s); supervisor RSS \
-             {rss_per_task} B/task; kernel slab {slab_per_task} B/task; kill-all to last Done \
-             {kill_all:.2?}; fds {fds} -> {fds_during}",
+            "idle fleet ({:?}): {n} tasks on {} workers, spawned in {:.2?} ({:.0}/s); supervisor \
+             RSS {rss_per_task} B/task; kernel slab {slab_per_task} B/task; kill-all to last \
+             Done {kill_all:.2?}; fds {fds} -> {fds_during}, peak {peak} during kill-all \
+             (lent pidfds at most {} at once)",
+            pool.backend(),
             pool.workers(),
             spawn_time,
-            N as f64 / spawn_time.as_secs_f64()
+            n as f64 / spawn_time.as_secs_f64(),
+            pool.stats().lent_pidfds_peak,
         );
         pool.shutdown();
     }
     assert_clean(fds);
 }
 
-#[test]
 fn process_group_containment_runs_tasks_too() {
     let _serial = serial();
     let fds = fd_count();
     {
-        let pool = Pool::builder()
+        let pool = builder()
             .workers(1)
             .containment(Containment::ProcessGroup)
             .build()
@@ -409,16 +430,11 @@ fn status_field(file: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
 fn a_tiny_submission_queue_loses_no_action() {
     let _serial = serial();
     let fds = fd_count();
     {
-        let pool = Pool::builder()
-            .workers(1)
-            .submission_queue(2)
-            .build()
-            .unwrap();
+        let pool = builder().workers(1).submission_queue(2).build().unwrap();
         let ids: Vec<_> = (0..300)
             .map(|i| {
                 pool.spawn(helper(&[&format!("out={i}"), "exit=1"]))
@@ -431,14 +447,13 @@ fn a_tiny_submission_queue_loses_no_action() {
             assert_eq!(records[id].stdout(), pattern(i).as_slice());
             assert_eq!(records[id].outcome().reason, Reason::Exited(1));
         }
-        assert!(Pool::builder().submission_queue(0).build().is_err());
-        assert!(Pool::builder().workers(0).build().is_err());
+        assert!(builder().submission_queue(0).build().is_err());
+        assert!(builder().workers(0).build().is_err());
         pool.shutdown();
     }
     assert_clean(fds);
 }
 
-#[test]
 fn extra_channels_are_captured_as_their_own_streams() {
     let _serial = serial();
     let fds = fd_count();
@@ -469,14 +484,13 @@ fn extra_channels_are_captured_as_their_own_streams() {
     assert_clean(fds);
 }
 
-#[test]
 fn callback_sink_env_cwd_and_signals_reach_the_program() {
     let _serial = serial();
     let fds = fd_count();
     {
         let (tx, rx) = std::sync::mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let pool = Pool::builder()
+        let pool = builder()
             .workers(1)
             .on_event(move |event| {
                 let _ = tx.lock().unwrap().send(event);
@@ -522,7 +536,6 @@ fn callback_sink_env_cwd_and_signals_reach_the_program() {
 
 /// A consumer slower than its children: the pool stops reading (the child blocks on its
 /// full pipe) instead of queueing without bound, and no byte is lost once reading resumes.
-#[test]
 fn a_slow_consumer_bounds_memory_and_loses_nothing() {
     let _serial = serial();
     let fds = fd_count();
@@ -569,7 +582,6 @@ fn a_slow_consumer_bounds_memory_and_loses_nothing() {
 }
 
 /// Dropping a pool whose events nobody reads must not hang on back-pressure.
-#[test]
 fn dropping_a_pool_nobody_reads_from_does_not_hang() {
     let _serial = serial();
     let fds = fd_count();
@@ -596,7 +608,6 @@ fn status_kib(file: &str, key: &str) -> u64 {
 
 /// Back-pressure must never cost output: tasks that exit while reading is paused still
 /// deliver every byte, even with a drain period much shorter than the pause.
-#[test]
 fn tasks_exiting_during_a_pause_lose_no_output() {
     let _serial = serial();
     let fds = fd_count();
@@ -634,7 +645,6 @@ fn pattern_concat(parts: &[usize]) -> Vec<u8> {
     parts.iter().flat_map(|n| pattern(*n)).collect()
 }
 
-#[test]
 fn pool_and_handles_can_be_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Pool>();
@@ -672,5 +682,84 @@ fn pool_and_handles_can_be_shared_across_threads() {
             .expect("sole owner")
             .shutdown();
     }
+    assert_clean(fds);
+}
+
+on_both_backends!(
+    output_is_delivered_byte_for_byte_including_10_mb_and_output_just_before_exit,
+    exit_codes_and_deaths_by_signal_are_reported,
+    terminate_escalates_to_sigkill_after_grace_for_a_child_ignoring_sigterm,
+    kill_request_sigkills_at_once,
+    timeout_terminates_the_task,
+    spawn_errors_are_typed_and_leave_nothing_behind,
+    a_foreign_reaper_does_not_hang_the_task_and_its_status_survives,
+    two_thousand_concurrent_tasks_over_two_workers_all_reach_done,
+    ten_thousand_idle_tasks_keep_the_fd_table_flat,
+    process_group_containment_runs_tasks_too,
+    a_tiny_submission_queue_loses_no_action,
+    extra_channels_are_captured_as_their_own_streams,
+    callback_sink_env_cwd_and_signals_reach_the_program,
+    a_slow_consumer_bounds_memory_and_loses_nothing,
+    dropping_a_pool_nobody_reads_from_does_not_hang,
+    tasks_exiting_during_a_pause_lose_no_output,
+    pool_and_handles_can_be_shared_across_threads,
+);
+
+#[test]
+fn auto_falls_back_to_epoll_where_io_uring_is_refused_or_lacks_an_opcode() {
+    use pidring::UringProbe;
+    let _serial = serial();
+    let fds = fd_count();
+    for (probe, says) in [
+        (
+            UringProbe::Missing(vec!["FIXED_FD_INSTALL"]),
+            "FIXED_FD_INSTALL",
+        ),
+        (UringProbe::SetupFails(libc::EPERM), "seccomp"),
+        (UringProbe::SetupFails(libc::ENOSYS), "Podman"),
+        (UringProbe::SetupFails(libc::EINVAL), "io_uring_setup"),
+    ] {
+        let pool = Pool::builder()
+            .workers(1)
+            .simulate_uring_probe(probe.clone())
+            .build()
+            .unwrap_or_else(|e| panic!("{probe:?}: {e}"));
+        assert_eq!(pool.backend(), BackendKind::Epoll, "{probe:?}");
+        assert!(
+            pool.backend_reason().contains(says),
+            "{probe:?}: {}",
+            pool.backend_reason()
+        );
+        let task = pool
+            .spawn(TaskSpec::new("sh").args(["-c", "echo hi"]))
+            .unwrap();
+        let records = collect(&pool, &[task.id()], LIMIT);
+        assert_eq!(records[&task.id()].stdout(), b"hi\n");
+        pool.shutdown();
+    }
+    // Insisting on io_uring where it is refused is an error that names the cause and the fix.
+    let err = Pool::builder()
+        .backend(pidring::Backend::Uring)
+        .simulate_uring_probe(UringProbe::SetupFails(libc::EPERM))
+        .build()
+        .err()
+        .expect("a refused io_uring cannot be forced");
+    let text = err.to_string();
+    assert!(
+        matches!(err, pidring::BuildError::BackendUnavailable("uring", _))
+            && text.contains("seccomp")
+            && text.contains("io_uring_disabled"),
+        "{text}"
+    );
+    // Failures that are not refusals stay fatal under Auto.
+    let err = Pool::builder()
+        .simulate_uring_probe(UringProbe::SetupFails(libc::ENOMEM))
+        .build()
+        .err()
+        .expect("ENOMEM is not a reason to fall back");
+    assert!(
+        matches!(err, pidring::BuildError::Driver("io_uring", _)),
+        "{err}"
+    );
     assert_clean(fds);
 }

@@ -591,15 +591,28 @@ impl TaskContainment {
         })
     }
 
+    /// Whether signalling or probing the tree needs the main process's pidfd (process-group
+    /// mode: the group is reached through its leader's pidfd; a cgroup is reached by path).
+    pub(crate) fn needs_leader(&self) -> bool {
+        self.cgroup.is_none()
+    }
+
     /// Signals every process of the tree and returns how many it reached (counting the main
     /// process if it is still alive; in process-group mode 1 if the group got it, 0 if it is
     /// empty, since the kernel does not tell). `leader` is the main process's pidfd (the
-    /// group leader; it may already be reaped).
+    /// group leader; it may already be reaped), required when [`needs_leader`] says so.
     ///
     /// cgroup mode: SIGKILL through `cgroup.kill`; other signals to each member through a
     /// pidfd, after checking it is still in the cgroup. Never `kill(2)` on a bare pid.
-    pub(crate) fn signal_tree(&self, leader: BorrowedFd<'_>, signal: i32) -> io::Result<u64> {
+    ///
+    /// [`needs_leader`]: TaskContainment::needs_leader
+    pub(crate) fn signal_tree(
+        &self,
+        leader: Option<BorrowedFd<'_>>,
+        signal: i32,
+    ) -> io::Result<u64> {
         let Some(c) = &self.cgroup else {
+            let leader = leader.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
             return process_group::signal(leader, signal);
         };
         if signal == libc::SIGKILL {
@@ -611,11 +624,16 @@ impl TaskContainment {
         cgroup::signal_members(&c.dir, &c.rel, signal)
     }
 
-    /// Whether any process of the tree is still alive.
-    pub(crate) fn is_populated(&self, leader: BorrowedFd<'_>) -> io::Result<bool> {
+    /// Whether any process of the tree is still alive; `leader` as for [`signal_tree`].
+    ///
+    /// [`signal_tree`]: TaskContainment::signal_tree
+    pub(crate) fn is_populated(&self, leader: Option<BorrowedFd<'_>>) -> io::Result<bool> {
         match &self.cgroup {
             Some(c) => cgroup::populated(&c.dir),
-            None => process_group::is_populated(leader),
+            None => {
+                let leader = leader.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+                process_group::is_populated(leader)
+            }
         }
     }
 
@@ -644,15 +662,42 @@ impl TaskContainment {
         }
     }
 
-    /// Removes the task's cgroup(s) now, in one attempt each (no retry, no wait); the tree
-    /// must be empty. For callers off the event loop (tests); a worker hands them to
-    /// [`PoolContainment::remove_in_background`] instead.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Removes the task's cgroup(s), retrying `EBUSY` for up to [`BLOCKING_REMOVAL`]: it
+    /// blocks, so it is for the pool's cleanup thread (and tests), never for an event loop.
+    /// The tree must be empty.
     pub(crate) fn remove(self) -> io::Result<()> {
-        match &self.cgroup {
-            Some(c) => c.remove(),
-            None => Ok(()),
+        let mut removal = Removal {
+            dirs: self.into_dirs(),
+            _held: None,
+        };
+        removal::remove_blocking(&mut removal, BLOCKING_REMOVAL)
+    }
+
+    /// One attempt to remove the task's cgroup(s), without waiting: for an event loop.
+    /// `Ok(Attempt::Busy)` (members still exiting, or cgroups the task made below its own
+    /// that are still busy): retry later, or hand it to the cleanup thread.
+    #[allow(dead_code)]
+    pub(crate) fn try_remove(&mut self) -> io::Result<Attempt> {
+        let Some(c) = &mut self.cgroup else {
+            return Ok(Attempt::Removed);
+        };
+        let mut removal = Removal {
+            dirs: std::iter::once(c.dir.clone())
+                .chain(c.v1_dirs.iter().cloned())
+                .collect(),
+            _held: None,
+        };
+        let done = removal::try_remove(&mut removal)?;
+        // What is gone need not be tried again.
+        if removal.dirs.first() != Some(&c.dir) {
+            c.v1_dirs.retain(|d| removal.dirs.contains(d));
         }
+        Ok(if done {
+            self.cgroup = None;
+            Attempt::Removed
+        } else {
+            Attempt::Busy
+        })
     }
 
     /// The directories to remove, deepest hierarchy first (v2, then v1).
@@ -664,45 +709,12 @@ impl TaskContainment {
     }
 }
 
-/// Removing released tasks' cgroups: the calls a worker makes. None of them blocks or
-/// sleeps, so they are safe on an event loop.
-///
-/// - [`remove_in_background`](Self::remove_in_background): a released task's containment
-///   (any mode; nothing to do in process-group mode). The pool's cleanup thread removes it,
-///   retrying `EBUSY`. What the epoll driver calls at release.
-/// - With io_uring, a task whose only cgroup is its v2 directory
-///   ([`TaskContainment::into_single_dir`]) can be removed by the ring
-///   (`IORING_OP_UNLINKAT` with `AT_REMOVEDIR`); if that completes with an error other than
-///   `ENOENT` (`EBUSY`: a member still exiting; `ENOTEMPTY`/`EBUSY`: the task made cgroups
-///   below its own), the worker calls
-///   [`remove_dir_in_background`](Self::remove_dir_in_background).
-///
-/// A worker that wants to stay with one syscall on its own thread can call
-/// [`removal_attempt`] once and hand over only on `Busy`; the cleanup thread is cheaper
-/// during a kill-all (thousands of `rmdir`s leave the loop's core free).
-impl PoolContainment {
-    pub(crate) fn remove_in_background(&self, tree: TaskContainment) {
-        let dirs = tree.into_dirs();
-        if !dirs.is_empty() {
-            self.remover
-                .remove_later(Removal { dirs, _held: None }, false);
-        }
-    }
-
-    pub(crate) fn remove_dir_in_background(&self, dir: PathBuf) {
-        self.remover.remove_later(
-            Removal {
-                dirs: vec![dir],
-                _held: None,
-            },
-            false,
-        );
-    }
-}
+/// How long the blocking removals ([`TaskContainment::remove`], [`remove_task_dir`]) retry
+/// a cgroup the kernel still counts busy.
+pub(crate) const BLOCKING_REMOVAL: Duration = Duration::from_millis(200);
 
 /// What one removal attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)]
 pub(crate) enum Attempt {
     /// Gone (or already gone).
     Removed,
@@ -710,9 +722,21 @@ pub(crate) enum Attempt {
     Busy,
 }
 
-/// One non-blocking attempt to remove a task's cgroup directory and any below it.
-#[allow(dead_code)]
-pub(crate) fn removal_attempt(dir: &Path) -> io::Result<Attempt> {
+/// Removing a released task's cgroup, the calls a worker makes:
+///
+/// - On the event loop, never a wait: io_uring removes a single v2 directory
+///   ([`TaskContainment::into_single_dir`]) with `IORING_OP_UNLINKAT` (`AT_REMOVEDIR`); any
+///   driver can call [`try_remove_task_dir`] (or [`TaskContainment::try_remove`]) once,
+///   which makes one `rmdir` per directory and reports `Busy` instead of sleeping.
+/// - Whatever is still busy (or more than one directory, v1 limit hierarchies) goes to the
+///   pool's cleanup thread, which calls [`remove_task_dir`] / [`TaskContainment::remove`]:
+///   those retry `EBUSY` for up to [`BLOCKING_REMOVAL`].
+///
+/// One `rmdir` is cheap (tens of µs) but takes the hierarchy's mutex, which other pools'
+/// `mkdir`s contend for; during a kill-all of thousands of tasks the cleanup thread keeps
+/// that off the loop's core.
+#[allow(dead_code)] // io_uring removes through the ring and epoll hands over; kept for drivers that try once
+pub(crate) fn try_remove_task_dir(dir: &Path) -> io::Result<Attempt> {
     let mut removal = Removal {
         dirs: vec![dir.to_owned()],
         _held: None,
@@ -722,6 +746,16 @@ pub(crate) fn removal_attempt(dir: &Path) -> io::Result<Attempt> {
     } else {
         Attempt::Busy
     })
+}
+
+/// Removes a task's cgroup directory (and any cgroup the task made below it), retrying
+/// `EBUSY` for up to [`BLOCKING_REMOVAL`]. Blocks: for the pool's cleanup thread only.
+pub(crate) fn remove_task_dir(dir: &Path) -> io::Result<()> {
+    let mut removal = Removal {
+        dirs: vec![dir.to_owned()],
+        _held: None,
+    };
+    removal::remove_blocking(&mut removal, BLOCKING_REMOVAL)
 }
 
 /// A lock that a panic elsewhere cannot make unusable (the data are plain sets and queues).

@@ -1,14 +1,18 @@
-//! Removing cgroup directories without ever waiting on a worker's event loop.
+//! Removing cgroup directories: one attempt that never waits ([`try_remove`], for event
+//! loops), a bounded blocking retry ([`remove_blocking`], for the pool's cleanup thread), and
+//! the [`Remover`] that takes dead pools' cgroups off pool start.
 //!
 //! `rmdir` of a cgroup fails with `EBUSY` while the kernel still counts a member (a killed
 //! process that has not finished exiting) or while cgroups remain below it, and even a
-//! successful one takes the hierarchy's mutex, which other pools' `mkdir`s contend for. So a
-//! worker never retries or waits: it hands the directory to the pool's [`Remover`], a small
-//! thread that removes it (deepest first), retrying `EBUSY` with a growing pause. The thread
-//! starts on the first hand-over (a pool in process-group mode never starts it) and is joined
-//! when the pool's containment is dropped, after at most [`DRAIN_ON_DROP`] spent on what is
-//! still pending; a directory it gives up on stays behind and is removed by the stale sweep
-//! of the next pool (if its owner's lock is gone, see `stale`).
+//! successful one takes the hierarchy's mutex, which other pools' `mkdir`s contend for.
+//!
+//! The stale sweep kills a dead pool's processes with `cgroup.kill`, which returns before
+//! they are gone; rather than make the new pool's start wait for them (it polled for up to
+//! 1 s per dead pool), it hands the directory to the [`Remover`], a small thread that
+//! retries with a growing pause (several directories at once, none holding up another). It
+//! starts on the first hand-over (almost always never) and is joined when the pool's
+//! containment is dropped, after at most [`DRAIN_ON_DROP`] on what is still pending; a
+//! directory it gives up on stays for the next pool's sweep (its owner's lock is gone).
 
 use std::collections::VecDeque;
 use std::io;
@@ -53,6 +57,23 @@ pub(crate) fn try_remove(removal: &mut Removal) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// [`try_remove`] until it succeeds, retrying what is busy with a growing pause for up to
+/// `budget`. Blocks: never on an event loop.
+pub(crate) fn remove_blocking(removal: &mut Removal, budget: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + budget;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if try_remove(removal)? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
 }
 
 /// `EBUSY` (members still exiting) or `ENOTEMPTY` (a sub-cgroup appeared meanwhile).

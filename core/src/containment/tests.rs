@@ -141,14 +141,14 @@ fn cgroup_kill_takes_the_whole_tree_including_a_setsid_daemon() {
     }
     assert!(eventually(T, || stat_of(daemon)
         .is_some_and(|(_, ppid)| ppid != child.pid)));
-    assert!(tree.is_populated(child.pidfd.as_fd()).unwrap());
+    assert!(tree.is_populated(Some(child.pidfd.as_fd())).unwrap());
 
     let t0 = Instant::now();
     let n = tree
-        .signal_tree(child.pidfd.as_fd(), libc::SIGKILL)
+        .signal_tree(Some(child.pidfd.as_fd()), libc::SIGKILL)
         .unwrap();
     let t_signal = t0.elapsed();
-    while tree.is_populated(child.pidfd.as_fd()).unwrap() {
+    while tree.is_populated(Some(child.pidfd.as_fd())).unwrap() {
         assert!(t0.elapsed() < T, "tree still populated");
     }
     eprintln!("signal_tree(SIGKILL) returned after {t_signal:?}");
@@ -185,7 +185,7 @@ fn cgroup_events_fd_reports_emptiness() {
         .unwrap();
     assert!(text.contains("populated 1"), "{text}");
     assert_eq!(
-        tree.signal_tree(child.pidfd.as_fd(), libc::SIGKILL)
+        tree.signal_tree(Some(child.pidfd.as_fd()), libc::SIGKILL)
             .unwrap(),
         1
     );
@@ -200,7 +200,7 @@ fn cgroup_events_fd_reports_emptiness() {
     };
     assert!(rustix::event::poll(&mut fds, Some(&ts)).unwrap() >= 1);
     assert!(eventually(T, || !tree
-        .is_populated(child.pidfd.as_fd())
+        .is_populated(Some(child.pidfd.as_fd()))
         .unwrap()));
     assert_eq!(
         wait_exit(&child.pidfd, T),
@@ -220,7 +220,7 @@ fn cgroup_sigterm_reaches_each_member_through_pidfds() {
     let mut child = start_in(&tree, sh(TREE).stderr(Stdio::Null));
     let pids = read_pids_until_ready(&mut child, 4);
     let n = tree
-        .signal_tree(child.pidfd.as_fd(), libc::SIGTERM)
+        .signal_tree(Some(child.pidfd.as_fd()), libc::SIGTERM)
         .unwrap();
     assert_eq!(n, 5, "main + 4 descendants");
     assert_eq!(
@@ -228,7 +228,7 @@ fn cgroup_sigterm_reaches_each_member_through_pidfds() {
         ExitStatus::Signal(libc::SIGTERM)
     );
     assert!(eventually(T, || !tree
-        .is_populated(child.pidfd.as_fd())
+        .is_populated(Some(child.pidfd.as_fd()))
         .unwrap()));
     for &p in &pids {
         assert!(!alive(p), "{p} survived SIGTERM");
@@ -281,7 +281,7 @@ fn pids_max_contains_a_fork_loop() {
         !String::from_utf8_lossy(&out).contains("ready"),
         "all 30 forks succeeded"
     );
-    tree.signal_tree(child.pidfd.as_fd(), libc::SIGKILL)
+    tree.signal_tree(Some(child.pidfd.as_fd()), libc::SIGKILL)
         .unwrap();
     let status = wait_exit(&child.pidfd, T);
     assert!(
@@ -292,7 +292,7 @@ fn pids_max_contains_a_fork_loop() {
         "{status:?}"
     );
     assert!(eventually(T, || !tree
-        .is_populated(child.pidfd.as_fd())
+        .is_populated(Some(child.pidfd.as_fd()))
         .unwrap()));
     tree.remove().unwrap();
 }
@@ -363,9 +363,9 @@ fn process_group_mode_signals_the_group_and_documents_the_setsid_escape() {
     let mut child = start_in(&tree, sh(TREE).stderr(Stdio::Null));
     let pids = read_pids_until_ready(&mut child, 4);
     let daemon = pids[3];
-    assert!(tree.is_populated(child.pidfd.as_fd()).unwrap());
+    assert!(tree.is_populated(Some(child.pidfd.as_fd())).unwrap());
     assert_eq!(
-        tree.signal_tree(child.pidfd.as_fd(), libc::SIGKILL)
+        tree.signal_tree(Some(child.pidfd.as_fd()), libc::SIGKILL)
             .unwrap(),
         1
     );
@@ -374,7 +374,7 @@ fn process_group_mode_signals_the_group_and_documents_the_setsid_escape() {
         ExitStatus::Signal(libc::SIGKILL)
     );
     assert!(eventually(T, || !tree
-        .is_populated(child.pidfd.as_fd())
+        .is_populated(Some(child.pidfd.as_fd()))
         .unwrap()));
     for &p in &pids[..3] {
         assert!(eventually(T, || !alive(p)), "group member {p} survived");
@@ -624,10 +624,10 @@ fn kill_500_process_tree_timing() {
         == 500));
     let t0 = Instant::now();
     let n = tree
-        .signal_tree(child.pidfd.as_fd(), libc::SIGKILL)
+        .signal_tree(Some(child.pidfd.as_fd()), libc::SIGKILL)
         .unwrap();
     let t_kill = t0.elapsed();
-    while tree.is_populated(child.pidfd.as_fd()).unwrap() {
+    while tree.is_populated(Some(child.pidfd.as_fd())).unwrap() {
         std::hint::spin_loop();
     }
     let t_empty = t0.elapsed();
@@ -637,4 +637,39 @@ fn kill_500_process_tree_timing() {
     );
     eprintln!("cgroup.kill of {n} processes: write {t_kill:?}, populated 0 after {t_empty:?}");
     tree.remove().unwrap();
+}
+
+/// The event loop's removal never waits: `Busy` while a member lives, `Removed` once the
+/// tree is gone; the blocking one (the cleanup thread's) then has nothing left to do.
+#[test]
+fn one_removal_attempt_reports_busy_instead_of_waiting() {
+    let _g = serial();
+    let Some(pool) = cgroup_pool("one_removal_attempt_reports_busy") else {
+        return;
+    };
+    let mut tree = pool.prepare(9, &Limits::default()).unwrap();
+    let dir = tree.cgroup_dir().unwrap().to_owned();
+    let child = start_in(
+        &tree,
+        sh("exec sleep 300").stdout(Stdio::Null).stderr(Stdio::Null),
+    );
+    let t0 = Instant::now();
+    assert_eq!(try_remove_task_dir(&dir).unwrap(), Attempt::Busy);
+    assert_eq!(tree.try_remove().unwrap(), Attempt::Busy);
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "an attempt waited"
+    );
+    assert!(dir.is_dir());
+    tree.signal_tree(Some(child.pidfd.as_fd()), libc::SIGKILL)
+        .unwrap();
+    assert_eq!(
+        wait_exit(&child.pidfd, T),
+        ExitStatus::Signal(libc::SIGKILL)
+    );
+    assert!(eventually(T, || tree.try_remove().unwrap() == Attempt::Removed));
+    assert!(!dir.exists());
+    // Nothing is left for a later removal to find.
+    tree.remove().unwrap();
+    remove_task_dir(&dir).unwrap();
 }

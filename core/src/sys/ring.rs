@@ -1,6 +1,6 @@
-//! One worker's io_uring: submission with back-pressure, waiting with a deadline, a sparse
-//! fixed-file table (so per-task fds stay out of the process fd table), and a provided
-//! buffer ring (so an idle task holds no read buffer).
+//! One worker's io_uring: submission with a backlog, waiting with a deadline, a sparse
+//! fixed-file table (so per-task fds stay out of the process fd table), a provided buffer
+//! ring (so an idle task holds no read buffer), and the opcode probe.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
@@ -31,8 +31,41 @@ impl Completion {
 }
 
 /// A submission built by [`ops`]. None of them points at caller memory (reads use the
-/// ring's own provided buffers), which is what makes [`Ring::push`] safe.
+/// ring's own provided buffers; paths go through [`Ring::push_rmdir`]), which is what makes
+/// [`Ring::push`] safe.
 pub(crate) struct Sqe(squeue::Entry);
+
+/// The opcodes the worker's driver submits; [`probe`] checks each.
+pub(crate) const REQUIRED_OPCODES: &[(u8, &str)] = &[
+    (opcode::ReadMulti::CODE, "READ_MULTISHOT"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::Close::CODE, "CLOSE"),
+    (opcode::FixedFdInstall::CODE, "FIXED_FD_INSTALL"),
+    (opcode::UnlinkAt::CODE, "UNLINKAT"),
+];
+
+/// What the kernel's io_uring offers, from a throw-away ring.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeReport {
+    /// Names of the [`REQUIRED_OPCODES`] the kernel lacks.
+    pub(crate) missing: Vec<&'static str>,
+}
+
+/// Sets up a 2-entry ring and asks the kernel which opcodes it supports. An error is the
+/// errno of `io_uring_setup` or `IORING_REGISTER_PROBE` (seccomp: `EPERM`/`ENOSYS`;
+/// `kernel.io_uring_disabled`: `EPERM`; very old kernels: `EINVAL`).
+pub(crate) fn probe() -> io::Result<ProbeReport> {
+    let ring = IoUring::new(2)?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    let missing = REQUIRED_OPCODES
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, name)| *name)
+        .collect();
+    Ok(ProbeReport { missing })
+}
 
 pub(crate) struct Ring {
     // Field order is drop order: the ring goes before the buffers it reads into.
@@ -79,12 +112,15 @@ impl Ring {
         self.buffers.group
     }
 
-    /// The bytes a read completion delivered in buffer `bid`.
-    pub(crate) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        self.buffers.filled(bid, len)
+    /// A copy of the `len` bytes a read completion delivered in buffer `bid`, which goes
+    /// back to the kernel at once.
+    pub(crate) fn take_buffer(&mut self, bid: u16, len: usize) -> Vec<u8> {
+        let bytes = self.buffers.filled(bid, len).to_vec();
+        self.buffers.recycle(bid);
+        bytes
     }
 
-    /// Gives buffer `bid` back to the kernel once its bytes were copied out.
+    /// Gives buffer `bid` back to the kernel without looking at it.
     pub(crate) fn recycle(&mut self, bid: u16) {
         self.buffers.recycle(bid)
     }
@@ -93,25 +129,34 @@ impl Ring {
         self.files
     }
 
-    /// Queues one submission. When the submission queue is full it is flushed to the
-    /// kernel; if the kernel cannot take more yet, the entry waits in a backlog that every
-    /// later submit drains first, so no action is ever dropped.
-    pub(crate) fn push(&mut self, entry: Sqe) -> io::Result<()> {
+    /// Queues one submission; it reaches the kernel at the latest with the next
+    /// [`submit`](Ring::submit) or [`submit_and_wait`](Ring::submit_and_wait). When the
+    /// submission queue is full the entry waits in a backlog that every later submit drains
+    /// first, so no entry is ever dropped, and queueing itself never fails: a caller cannot
+    /// mistake a queued entry for a lost one.
+    pub(crate) fn push(&mut self, entry: Sqe) {
         if self.backlog.is_empty() && self.try_push(&entry) {
-            return Ok(());
+            return;
         }
         self.backlog.push_back(entry);
-        self.submit()
     }
 
     fn try_push(&mut self, entry: &Sqe) -> bool {
         // SAFETY: entries from `ops` reference no memory of ours except the provided
-        // buffers, which live as long as the ring (see field order). Fds and fixed slots
-        // they name may close early: the kernel holds its own file reference.
+        // buffers, which live as long as the ring (see field order), and the paths of
+        // `push_rmdir`, kept in `paths` until their completion was seen. Fds and fixed
+        // slots they name may close early: the kernel holds its own file reference.
         unsafe { self.ring.submission().push(&entry.0) }.is_ok()
     }
 
-    /// Hands queued submissions (the backlog first) to the kernel without waiting.
+    /// Entries queued and not yet handed to the kernel's submission queue.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Hands queued submissions (the backlog first) to the kernel without waiting. `EBUSY`
+    /// (the completion queue is full) is not an error: the rest waits for the next call,
+    /// after the caller drained completions.
     pub(crate) fn submit(&mut self) -> io::Result<()> {
         loop {
             while let Some(entry) = self.backlog.pop_front() {
@@ -124,8 +169,6 @@ impl Ring {
             match self.ring.submit() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // The completion queue is full: completions must be drained first; the
-                // backlog waits for the next submit.
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -166,7 +209,7 @@ impl Ring {
     /// Removes the directory `path` (`unlinkat(AT_FDCWD, path, AT_REMOVEDIR)`) in the kernel's
     /// workers, off this thread. `user_data` must be unique among submissions in flight; the
     /// path is kept until [`Ring::take_path`] after its completion.
-    pub(crate) fn push_rmdir(&mut self, path: CString, user_data: u64) -> io::Result<()> {
+    pub(crate) fn push_rmdir(&mut self, path: CString, user_data: u64) {
         let entry = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
             .flags(libc::AT_REMOVEDIR)
             .build()
@@ -175,7 +218,7 @@ impl Ring {
         // stays there until the completion was seen (`take_path`), so the pointer the
         // entry holds stays valid for as long as the kernel may read it.
         self.paths.insert(user_data, path);
-        self.push(Sqe(entry))
+        self.push(Sqe(entry));
     }
 
     /// How many `push_rmdir` completions are still to come.
@@ -199,7 +242,7 @@ impl Ring {
         }));
     }
 
-    /// Puts `fd` into fixed slot `slot` and closes the ordinary descriptor.
+    /// Puts `fd` into fixed slot `slot`; the ordinary descriptor is closed either way.
     pub(crate) fn register_file(&self, slot: u32, fd: OwnedFd) -> io::Result<()> {
         let raw: RawFd = fd.as_raw_fd();
         self.ring.submitter().register_files_update(slot, &[raw])?;
@@ -214,12 +257,56 @@ impl Ring {
     }
 }
 
+/// An anonymous private mapping, unmapped on drop. The kernel writes into it behind the
+/// compiler's back (provided buffers), so it is only ever reached through raw pointers,
+/// never owned as a Rust allocation.
+struct Mapping {
+    addr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh anonymous private mapping (page-aligned, zeroed), checked for
+        // MAP_FAILED below; nothing else refers to it.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let addr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(Mapping { addr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length; its users are gone (the
+        // ring that wrote into it is dropped before `ProvidedBuffers`).
+        unsafe {
+            libc::munmap(self.addr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
 /// A provided buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size` bytes that
 /// the kernel picks from when a read completes.
+///
+/// Ownership of each buffer alternates: published to the kernel (it may write into it at
+/// any time; we never look at it) → handed back by a completion naming its id (ours until
+/// recycled: only then is a slice over it built) → recycled (the kernel's again).
 pub(crate) struct ProvidedBuffers {
-    ring_entries: NonNull<types::BufRingEntry>,
-    ring_len: usize,
-    buffers: Box<[u8]>,
+    entries: Mapping,
+    memory: Mapping,
     count: u16,
     size: usize,
     group: u16,
@@ -232,38 +319,23 @@ impl ProvidedBuffers {
         if !count.is_power_of_two() || count > 32768 || size == 0 || size > u32::MAX as usize {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let ring_len = usize::from(count) * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: a fresh anonymous private mapping; the kernel needs page-aligned memory
-        // for the ring, which mmap gives. Checked for MAP_FAILED below.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ring_entries = NonNull::new(addr.cast::<types::BufRingEntry>())
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let entries =
+            Mapping::new(usize::from(count) * std::mem::size_of::<types::BufRingEntry>())?;
+        let memory = Mapping::new(usize::from(count) * size)?;
         let mut this = ProvidedBuffers {
-            ring_entries,
-            ring_len,
-            buffers: vec![0u8; usize::from(count) * size].into_boxed_slice(),
+            entries,
+            memory,
             count,
             size,
             group,
             tail: 0,
         };
-        // SAFETY: the mapping holds `count` entries and lives until `Drop`, which runs only
-        // after the owning ring is dropped (the worker drops its ring first).
+        // SAFETY: the entry mapping holds `count` entries, page-aligned as the kernel needs,
+        // and lives until `Drop`, which runs only after the owning ring is dropped (field
+        // order of `Ring`).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
-                this.ring_entries.as_ptr() as u64,
+                this.entries.addr.as_ptr() as u64,
                 count,
                 group,
                 0,
@@ -276,10 +348,16 @@ impl ProvidedBuffers {
         Ok(this)
     }
 
-    /// The bytes the kernel wrote into buffer `bid`.
+    /// The bytes the kernel wrote into buffer `bid`, which a completion handed back to us.
     fn filled(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid % self.count) * self.size;
-        &self.buffers[start..start + len.min(self.size)]
+        // SAFETY: `start + len.min(size)` lies inside the memory mapping. Buffer `bid` was
+        // handed back by a completion and is not recycled before this borrow ends
+        // (`take_buffer` copies, then recycles), so the kernel does not write into it while
+        // the slice lives; no slice over any other buffer exists.
+        unsafe {
+            std::slice::from_raw_parts(self.memory.addr.as_ptr().add(start), len.min(self.size))
+        }
     }
 
     /// Gives buffer `bid` back to the kernel.
@@ -290,10 +368,17 @@ impl ProvidedBuffers {
 
     fn stage(&mut self, bid: u16) {
         let index = usize::from(self.tail & (self.count - 1));
-        let addr = self.buffers[usize::from(bid) * self.size..].as_ptr() as u64;
-        // SAFETY: `index < count`, inside the mapping; the kernel reads only entries between
-        // its head and the published tail, and this one is past the published tail.
-        let entry = unsafe { &mut *self.ring_entries.as_ptr().add(index) };
+        let addr = self.memory.addr.as_ptr() as u64 + (usize::from(bid) * self.size) as u64;
+        // SAFETY: `index < count`, inside the entry mapping; the kernel reads only entries
+        // between its head and the published tail, and this one is past the published tail.
+        let entry = unsafe {
+            &mut *self
+                .entries
+                .addr
+                .as_ptr()
+                .cast::<types::BufRingEntry>()
+                .add(index)
+        };
         entry.set_addr(addr);
         entry.set_len(self.size as u32);
         entry.set_bid(bid);
@@ -305,24 +390,15 @@ impl ProvidedBuffers {
         // the kernel reads it concurrently, so it is written as an atomic with release order,
         // which also publishes the entries staged before it.
         unsafe {
-            let tail = types::BufRingEntry::tail(self.ring_entries.as_ptr()) as *const AtomicU16;
+            let tail =
+                types::BufRingEntry::tail(self.entries.addr.as_ptr().cast()) as *const AtomicU16;
             (*tail).store(self.tail, Ordering::Release);
         }
     }
 }
 
-impl Drop for ProvidedBuffers {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made in `new` with this length, and the ring that used it
-        // is gone (the worker drops the ring before the buffers).
-        unsafe {
-            libc::munmap(self.ring_entries.as_ptr().cast(), self.ring_len);
-        }
-    }
-}
-
 /// Builds the submissions the worker uses. Each is safe to push as long as the fixed slot
-/// or fd it names stays registered/open until its completion, which the worker guarantees
+/// or fd it names stays registered/open until its completion, which the driver guarantees
 /// by releasing a task's slots only after its machine says nothing is in flight.
 pub(crate) mod ops {
     use super::Sqe;
@@ -342,9 +418,9 @@ pub(crate) mod ops {
         )
     }
 
-    pub(crate) fn poll_pri(fd: i32, user_data: u64) -> Sqe {
+    pub(crate) fn poll_pri_fixed(fixed: u32, user_data: u64) -> Sqe {
         Sqe(
-            opcode::PollAdd::new(types::Fd(fd), (libc::POLLPRI | libc::POLLERR) as u32)
+            opcode::PollAdd::new(types::Fixed(fixed), (libc::POLLPRI | libc::POLLERR) as u32)
                 .build()
                 .user_data(user_data),
         )

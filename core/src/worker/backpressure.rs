@@ -10,8 +10,6 @@
 //! and its drain period (which ends by cancelling reads) must not run out while the worker
 //! holds its reads back.
 
-use crate::task::StreamId;
-
 /// Queued events at which reading pauses (at most 16 KiB each: 16 MiB).
 pub(super) const PAUSE_AT: usize = 1024;
 /// Queued events at which reading resumes.
@@ -20,13 +18,9 @@ pub(super) const RESUME_AT: usize = 256;
 #[derive(Default)]
 pub(super) struct Backpressure {
     paused: bool,
-    /// Reads the machines asked for while paused: (slot, generation, stream).
-    deferred_reads: Vec<(u32, u16, StreamId)>,
-}
-
-/// The reads to submit once the queue drained.
-pub(super) struct Resumed {
-    pub(super) reads: Vec<(u32, u16, StreamId)>,
+    /// Tasks with a read held back while paused: (slot, generation). The streams are
+    /// flagged on the task itself, so resuming or cancelling is O(streams), never a scan.
+    deferred: Vec<(u32, u16)>,
 }
 
 impl Backpressure {
@@ -35,8 +29,9 @@ impl Backpressure {
     }
 
     /// Updates the state from the number of queued events; `None` for "unbounded"
-    /// (a callback sink, a disconnected queue, or a shutting-down worker).
-    pub(super) fn update(&mut self, queued: Option<usize>) -> Option<Resumed> {
+    /// (a callback sink, a disconnected queue, or a shutting-down worker). On resuming,
+    /// returns the tasks whose held-back reads must now be submitted.
+    pub(super) fn update(&mut self, queued: Option<usize>) -> Option<Vec<(u32, u16)>> {
         match queued {
             Some(n) if !self.paused && n >= PAUSE_AT => {
                 self.paused = true;
@@ -47,38 +42,17 @@ impl Backpressure {
             _ if self.paused => {
                 self.paused = false;
                 tracing::debug!("event queue drained: resuming reads");
-                Some(Resumed {
-                    reads: std::mem::take(&mut self.deferred_reads),
-                })
+                Some(std::mem::take(&mut self.deferred))
             }
             _ => None,
         }
     }
 
-    pub(super) fn defer_read(&mut self, slot: u32, generation: u16, stream: StreamId) {
-        self.deferred_reads.push((slot, generation, stream));
-    }
-
-    /// Takes the deferred reads of one task (its process exited: what is left in its pipes
-    /// is bounded, and its drain period must not run out while the worker holds back).
-    pub(super) fn take_task(&mut self, slot: u32, generation: u16) -> Vec<StreamId> {
-        let mut taken = Vec::new();
-        self.deferred_reads.retain(|&(s, g, stream)| {
-            let ours = s == slot && g == generation;
-            if ours {
-                taken.push(stream);
-            }
-            !ours
-        });
-        taken
-    }
-
-    /// Forgets a deferred read (the machine cancelled it); whether there was one.
-    pub(super) fn take_deferred(&mut self, slot: u32, generation: u16, stream: StreamId) -> bool {
-        let before = self.deferred_reads.len();
-        self.deferred_reads
-            .retain(|r| *r != (slot, generation, stream));
-        before != self.deferred_reads.len()
+    /// A task had a read held back.
+    pub(super) fn defer(&mut self, slot: u32, generation: u16) {
+        if self.deferred.last() != Some(&(slot, generation)) {
+            self.deferred.push((slot, generation));
+        }
     }
 }
 
@@ -93,16 +67,12 @@ mod tests {
         assert!(!bp.is_paused());
         assert!(bp.update(Some(PAUSE_AT)).is_none());
         assert!(bp.is_paused());
-        bp.defer_read(1, 2, StreamId::STDOUT);
-        bp.defer_read(1, 2, StreamId::STDERR);
-        assert!(bp.take_deferred(1, 2, StreamId::STDERR));
-        bp.defer_read(3, 0, StreamId::STDOUT);
-        assert_eq!(bp.take_task(3, 0), vec![StreamId::STDOUT]);
-        assert!(bp.take_task(3, 0).is_empty());
-        assert!(!bp.take_deferred(1, 3, StreamId::STDOUT));
+        bp.defer(1, 2);
+        bp.defer(1, 2);
+        bp.defer(3, 0);
         assert!(bp.update(Some(RESUME_AT + 1)).is_none());
         let resumed = bp.update(Some(RESUME_AT)).expect("resumes");
-        assert_eq!(resumed.reads, vec![(1, 2, StreamId::STDOUT)]);
+        assert_eq!(resumed, vec![(1, 2), (3, 0)]);
         assert!(!bp.is_paused());
     }
 

@@ -1,22 +1,28 @@
-//! The io_uring worker: one thread that owns one ring, a slab of tasks and their state
-//! machines. Other threads reach it only through its command channel plus an eventfd that
-//! the ring polls, so no lock sits on the hot path.
+//! A worker: one thread that owns one driver (io_uring or epoll), a slab of tasks and their
+//! state machines. Other threads reach it only through its command channel plus an eventfd
+//! that the driver watches, so no lock sits on the hot path.
 //!
 //! What the worker does for its tasks:
 //! - spawns them on its own thread (`PR_SET_PDEATHSIG` follows the creating thread);
-//! - keeps each task's pidfd and pipe ends as direct descriptors in the ring's fixed-file
-//!   table, so the process fd table holds no per-task entry;
-//! - turns completions into machine events and machine actions into submissions; the
+//! - hands each task's pidfd and stream ends to its driver (`driver`), which keeps them as
+//!   io_uring direct descriptors or in the epoll set;
+//! - turns completions into machine events and machine actions into driver operations; the
 //!   machine alone decides when a task's slot and descriptors are released.
 
 mod backpressure;
+pub(crate) mod cleanup_thread;
+pub(crate) mod driver;
 mod event_loop;
-mod fixed_slots;
 mod timers;
+pub(crate) mod tree_watch;
 pub mod user_data;
+
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,7 +32,12 @@ use crossbeam_channel::Sender;
 use crate::containment::{OrphanSweep, PoolContainment};
 use crate::error::{BuildError, SpawnError};
 use crate::event::{Event, TaskId};
+use crate::pool::BackendKind;
 use crate::spec::TaskSpec;
+use cleanup_thread::CleanupThread;
+use driver::epoll::EpollDriver;
+use driver::uring::UringDriver;
+use driver::DriverStats;
 
 /// A request about one live task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +56,9 @@ pub(crate) enum Command {
         reply: Sender<Result<Spawned, SpawnError>>,
     },
     Control {
+        /// The task's full id: only it tells a stale handle from the slot's next task.
+        id: TaskId,
         slot: u32,
-        generation: u16,
         request: Request,
     },
     /// Kill every task, wait for their `Done`, and stop.
@@ -57,7 +69,6 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Spawned {
     pub(crate) slot: u32,
-    pub(crate) generation: u16,
     pub(crate) pid: i32,
 }
 
@@ -68,14 +79,33 @@ pub(crate) enum EventSink {
     Callback(Arc<dyn Fn(Event) + Send + Sync>),
 }
 
+thread_local! {
+    /// Set while this thread runs a user's `on_event` callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is inside an `on_event` callback (on a worker thread).
+pub(crate) fn in_callback() -> bool {
+    IN_CALLBACK.with(|c| c.get())
+}
+
 impl EventSink {
     /// Hands an event over; `false` once the receiving side is gone.
-    fn deliver(&self, event: Event) -> bool {
+    fn deliver(&self, event: Event, counters: &Counters) -> bool {
         match self {
             // A user who dropped the receiver no longer wants events: not an error.
             EventSink::Channel(tx) => tx.send(event).is_ok(),
             EventSink::Callback(f) => {
-                f(event);
+                IN_CALLBACK.with(|c| c.set(true));
+                // A panicking callback must not take the worker (and, through PDEATHSIG,
+                // every task it supervises) down with it: it is logged, counted, and the
+                // next event is delivered as usual.
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(event)));
+                IN_CALLBACK.with(|c| c.set(false));
+                if result.is_err() {
+                    counters.callback_panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("an on_event callback panicked; its event is lost to it");
+                }
                 true
             }
         }
@@ -98,6 +128,11 @@ pub(crate) struct Counters {
     pub(crate) spawned: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Driver operations that failed and were tried again.
+    pub(crate) retries: AtomicU64,
+    pub(crate) callback_panics: AtomicU64,
+    /// The most pidfds the driver had lent at once.
+    pub(crate) lent_pidfds_peak: AtomicU64,
 }
 
 /// The part of a worker that other threads hold.
@@ -121,6 +156,12 @@ impl WorkerShared {
     pub(crate) fn live(&self) -> u64 {
         self.counters.live.load(Ordering::Relaxed)
     }
+
+    fn publish_driver_stats(&self, stats: DriverStats) {
+        self.counters
+            .lent_pidfds_peak
+            .fetch_max(stats.lent_pidfds_peak, Ordering::Relaxed);
+    }
 }
 
 /// Sizes of one worker's ring.
@@ -136,25 +177,37 @@ pub(crate) struct RingSizes {
 /// Everything a worker thread needs besides its ring, which it builds itself.
 pub(crate) struct WorkerSetup {
     pub(crate) index: usize,
+    pub(crate) backend: BackendKind,
     pub(crate) sizes: RingSizes,
+    /// epoll: descriptors this worker may hold (its share of the process fd table).
+    pub(crate) epoll_budget: usize,
+    /// Typical tasks this worker can hold at once.
+    pub(crate) capacity: usize,
     pub(crate) sink: EventSink,
     pub(crate) containment: Arc<PoolContainment>,
+    pub(crate) cleanup: Arc<CleanupThread>,
     /// The pool's orphan sweep, when the pool is a subreaper: it knows the task runners
     /// (registered under its lock around each spawn) so it never takes a runner's status.
     pub(crate) orphans: Option<Arc<OrphanSweep>>,
+    /// Tests: run the driver under a fault injector.
+    #[cfg(test)]
+    pub(crate) faults: Option<Arc<driver::faulty::Faults>>,
 }
 
-/// Starts a worker thread. Returns once its ring exists, or with the reason it could not.
+/// Starts a worker thread. Returns once its driver exists, or with the reason it could not.
 pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle<()>), BuildError> {
     let wake = rustix::event::eventfd(
         0,
         rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
     )
-    .map_err(|e| BuildError::Ring(e.into()))?;
+    .map_err(|e| BuildError::Driver(setup.backend.as_str(), e.into()))?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
-    let worker_wake = wake.try_clone().map_err(BuildError::Ring)?;
-    let capacity = (setup.sizes.fixed_files / 3) as usize;
+    let backend = setup.backend.as_str();
+    let worker_wake = wake
+        .try_clone()
+        .map_err(|e| BuildError::Driver(backend, e))?;
+    let capacity = setup.capacity;
     let shared = Arc::new(WorkerShared {
         commands: tx,
         wake,
@@ -164,19 +217,60 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let thread_shared = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name(format!("pidring-worker-{}", setup.index))
-        .spawn(move || event_loop::run(setup, rx, worker_wake, thread_shared, ready_tx))
+        .spawn(move || run_thread(setup, rx, worker_wake, thread_shared, ready_tx))
         .map_err(BuildError::Thread)?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok((shared, thread)),
         Ok(Err(e)) => {
             let _ = thread.join();
-            Err(BuildError::Ring(e))
+            Err(BuildError::Driver(backend, e))
         }
         Err(_) => {
             let _ = thread.join();
-            Err(BuildError::Ring(io::Error::other(
-                "worker thread ended during setup",
-            )))
+            Err(BuildError::Driver(
+                backend,
+                io::Error::other("worker thread ended during setup"),
+            ))
         }
     }
+}
+
+/// The worker thread: builds its driver (an io_uring ring must be created by the thread
+/// that submits to it) and runs the loop on it.
+fn run_thread(
+    setup: WorkerSetup,
+    commands: crossbeam_channel::Receiver<Command>,
+    wake: OwnedFd,
+    shared: Arc<WorkerShared>,
+    ready: Sender<io::Result<()>>,
+) {
+    match setup.backend {
+        BackendKind::Uring => match UringDriver::new(setup.sizes, wake) {
+            Ok(driver) => run_on(driver, setup, commands, shared, ready),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        },
+        BackendKind::Epoll => match EpollDriver::new(setup.epoll_budget, wake) {
+            Ok(driver) => run_on(driver, setup, commands, shared, ready),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        },
+    }
+}
+
+fn run_on<D: driver::Driver>(
+    driver: D,
+    setup: WorkerSetup,
+    commands: crossbeam_channel::Receiver<Command>,
+    shared: Arc<WorkerShared>,
+    ready: Sender<io::Result<()>>,
+) {
+    #[cfg(test)]
+    if let Some(faults) = setup.faults.clone() {
+        let driver = driver::faulty::Faulty::new(driver, faults);
+        return event_loop::run(driver, setup, commands, shared, ready);
+    }
+    event_loop::run(driver, setup, commands, shared, ready)
 }

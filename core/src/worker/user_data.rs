@@ -3,28 +3,36 @@
 //!
 //! Layout: bits 0..32 slot, 32..48 generation, 48..56 operation argument, 56..64 operation.
 
+/// What a lent pidfd is for (see `Driver::lend_pidfd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidfdUse {
+    /// Reap the exited main process.
+    Reap,
+    /// Send this signal to the main process.
+    SignalMain(u8),
+    /// Send this signal to the tree.
+    SignalTree(u8),
+    /// Ask whether the tree (process group) is empty.
+    Probe,
+}
+
 /// The operation a completion belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpTag {
-    /// Poll on the task's fixed pidfd.
-    Wait,
-    /// Multishot read on a stream.
+    /// Watching the task's pidfd for the exit.
+    Exit,
+    /// Reads on a stream.
     Read(u8),
     /// `POLLPRI` on the task's `cgroup.events`.
     TreeWatch,
-    /// An `AsyncCancel` submission; its own completion carries nothing.
+    /// A pidfd lent for one use.
+    Pidfd(PidfdUse),
+    /// A driver's `AsyncCancel` submission; its own completion carries nothing.
     Cancel,
-    /// The pidfd installed as an ordinary fd in order to reap.
-    InstallReap,
-    /// The pidfd installed in order to send this signal to the main process.
-    InstallSignalMain(u8),
-    /// The pidfd installed in order to send this signal to the tree.
-    InstallSignalTree(u8),
-    /// The pidfd installed in order to ask whether the tree is empty.
-    InstallProbe,
-    /// Closing a fixed slot; `slot` is the fixed-file index, freed when this completes.
+    /// A driver closing a fixed slot; `slot` is the fixed-file index, freed when this
+    /// completes.
     CloseFixed,
-    /// The worker's wake-up eventfd.
+    /// A driver's wake-up eventfd.
     Wake,
     /// Removing a released task's cgroup directory; `slot` is a removal number.
     Rmdir,
@@ -33,14 +41,14 @@ pub enum OpTag {
 impl OpTag {
     fn encode(self) -> (u8, u8) {
         match self {
-            OpTag::Wait => (1, 0),
+            OpTag::Exit => (1, 0),
             OpTag::Read(stream) => (2, stream),
             OpTag::TreeWatch => (3, 0),
             OpTag::Cancel => (4, 0),
-            OpTag::InstallReap => (5, 0),
-            OpTag::InstallSignalMain(sig) => (6, sig),
-            OpTag::InstallSignalTree(sig) => (7, sig),
-            OpTag::InstallProbe => (8, 0),
+            OpTag::Pidfd(PidfdUse::Reap) => (5, 0),
+            OpTag::Pidfd(PidfdUse::SignalMain(sig)) => (6, sig),
+            OpTag::Pidfd(PidfdUse::SignalTree(sig)) => (7, sig),
+            OpTag::Pidfd(PidfdUse::Probe) => (8, 0),
             OpTag::CloseFixed => (9, 0),
             OpTag::Wake => (10, 0),
             OpTag::Rmdir => (11, 0),
@@ -49,30 +57,19 @@ impl OpTag {
 
     fn decode(kind: u8, arg: u8) -> Option<OpTag> {
         Some(match kind {
-            1 => OpTag::Wait,
+            1 => OpTag::Exit,
             2 => OpTag::Read(arg),
             3 => OpTag::TreeWatch,
             4 => OpTag::Cancel,
-            5 => OpTag::InstallReap,
-            6 => OpTag::InstallSignalMain(arg),
-            7 => OpTag::InstallSignalTree(arg),
-            8 => OpTag::InstallProbe,
+            5 => OpTag::Pidfd(PidfdUse::Reap),
+            6 => OpTag::Pidfd(PidfdUse::SignalMain(arg)),
+            7 => OpTag::Pidfd(PidfdUse::SignalTree(arg)),
+            8 => OpTag::Pidfd(PidfdUse::Probe),
             9 => OpTag::CloseFixed,
             10 => OpTag::Wake,
             11 => OpTag::Rmdir,
             _ => return None,
         })
-    }
-
-    /// Installs hand back an ordinary fd that must be closed even when the task is gone.
-    pub fn installs_fd(self) -> bool {
-        matches!(
-            self,
-            OpTag::InstallReap
-                | OpTag::InstallSignalMain(_)
-                | OpTag::InstallSignalTree(_)
-                | OpTag::InstallProbe
-        )
     }
 }
 
@@ -110,15 +107,15 @@ mod tests {
     #[test]
     fn every_tag_round_trips() {
         let ops = [
-            OpTag::Wait,
+            OpTag::Exit,
             OpTag::Read(0),
             OpTag::Read(255),
             OpTag::TreeWatch,
             OpTag::Cancel,
-            OpTag::InstallReap,
-            OpTag::InstallSignalMain(9),
-            OpTag::InstallSignalTree(15),
-            OpTag::InstallProbe,
+            OpTag::Pidfd(PidfdUse::Reap),
+            OpTag::Pidfd(PidfdUse::SignalMain(9)),
+            OpTag::Pidfd(PidfdUse::SignalTree(15)),
+            OpTag::Pidfd(PidfdUse::Probe),
             OpTag::CloseFixed,
             OpTag::Wake,
             OpTag::Rmdir,

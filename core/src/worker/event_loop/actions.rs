@@ -1,18 +1,14 @@
-//! Carrying out what the machines decide: submissions, events, back-pressure, release.
+//! Carrying out what the machines decide: driver operations, events, back-pressure,
+//! release.
 
 use super::*;
+use crate::task::{Action, Notice, Op};
 
-impl Worker {
-    /// Logs a rejected input, then carries out whatever the machine now wants.
+impl<D: Driver> Worker<D> {
+    /// Counts a rejected input, then carries out whatever the machine now wants.
     pub(super) fn after_input(&mut self, key: usize, result: Result<(), Rejected>) {
         if let Err(rejected) = result {
-            self.shared
-                .counters
-                .rejected
-                .fetch_add(1, Ordering::Relaxed);
-            if let Some(task) = self.tasks.get(key) {
-                tracing::debug!(task = %task.id, %rejected, "machine rejected an event");
-            }
+            self.count_rejected(key, rejected);
         }
         if self.tasks.contains(key) {
             self.drive(key);
@@ -22,10 +18,7 @@ impl Worker {
     pub(super) fn drive(&mut self, key: usize) {
         let mut release = false;
         while let Some(action) = self.tasks[key].machine.poll_action() {
-            if let Err(e) = self.act(key, action, &mut release) {
-                // Only a failing ring gets here; the loop will notice it on the next submit.
-                tracing::error!(error = %e, "cannot submit to the ring");
-            }
+            self.act(key, action, &mut release);
         }
         if release {
             self.release(key);
@@ -33,98 +26,66 @@ impl Worker {
         }
         let task = &mut self.tasks[key];
         let deadline = task.machine.poll_timeout();
-        if deadline != task.deadline {
-            task.deadline = deadline;
-            if let Some(deadline) = deadline {
-                self.timers.insert(deadline, key as u32, task.generation);
-            }
-        }
+        self.timers
+            .set(key as u32, &mut task.wakeups, WakeKind::Machine, deadline);
     }
 
-    pub(super) fn act(&mut self, key: usize, action: Action, release: &mut bool) -> io::Result<()> {
+    fn act(&mut self, key: usize, action: Action, release: &mut bool) {
         let task = &mut self.tasks[key];
-        let generation = task.generation;
-        let tag = |op| {
-            pack(Tag {
-                slot: key as u32,
-                generation,
-                op,
-            })
-        };
         match action {
             Action::SubmitRead(stream) => {
                 if self.pressure.is_paused() && !task.reaped {
                     tracing::trace!(task = %task.id, stream = stream.0, "read deferred: event queue full");
-                    self.pressure
-                        .defer_read(key as u32, task.generation, stream);
+                    if let Some(s) = task.stream(stream) {
+                        s.deferred = true;
+                    }
+                    self.pressure.defer(key as u32, task.generation);
                 } else {
-                    self.submit_read(key, stream)?;
+                    self.submit_read(key, stream);
                 }
             }
             Action::SubmitWait => {
-                let user_data = tag(OpTag::Wait);
-                self.ring.push(ops::poll_in_fixed(task.pidfd, user_data))?;
+                let user_data = task.tag(key, OpTag::Exit);
+                self.driver.watch_exit(task.pidfd, user_data);
             }
             Action::WatchTree => {
-                task.watch = Watch::Probing;
-                self.push_install(key, OpTag::InstallProbe)?;
+                let step = task.watch.start(self.watch_mode);
+                self.watch_step(key, step);
             }
             Action::SignalMain(signal) => {
                 if let Some(signal) = signal_byte(signal) {
-                    self.push_install(key, OpTag::InstallSignalMain(signal))?;
+                    self.lend(key, PidfdUse::SignalMain(signal));
                 }
             }
             Action::SignalTree(signal) => {
                 if let Some(signal) = signal_byte(signal) {
-                    self.push_install(key, OpTag::InstallSignalTree(signal))?;
-                }
-            }
-            Action::Cancel(Op::Read(stream))
-                if self
-                    .pressure
-                    .take_deferred(key as u32, task.generation, stream) =>
-            {
-                // The read never reached the kernel: its cancellation completes at once.
-                let result = task
-                    .machine
-                    .handle_cancelled(Op::Read(stream), Instant::now());
-                if let Err(rejected) = result {
-                    self.shared
-                        .counters
-                        .rejected
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(task = %task.id, %rejected, "machine rejected an event");
+                    self.signal_tree_now_or_lend(key, signal);
                 }
             }
             Action::Cancel(Op::Read(stream)) => {
-                if let Some(s) = task.stream(stream) {
+                let Some(s) = task.stream(stream) else {
+                    return;
+                };
+                if s.deferred {
+                    // The read never reached the driver: its cancellation completes at once.
+                    s.deferred = false;
+                    self.later(key, Input::Cancelled(Op::Read(stream)));
+                } else {
                     s.cancel_asked = true;
+                    let user_data = task.tag(key, OpTag::Read(stream.0));
+                    self.driver.cancel(user_data);
                 }
-                let target = tag(OpTag::Read(stream.0));
-                let user_data = tag(OpTag::Cancel);
-                self.ring.push(ops::cancel(target, user_data))?;
             }
-            Action::Cancel(Op::TreeWatch) => match task.watch {
-                Watch::Polling => {
-                    let target = tag(OpTag::TreeWatch);
-                    let user_data = tag(OpTag::Cancel);
-                    self.ring.push(ops::cancel(target, user_data))?;
-                }
-                Watch::Probing => task.watch_cancel = true,
-                Watch::Sleeping => {
-                    // The sleeping probe wakes at once and reports the cancellation.
-                    task.watch_cancel = true;
-                    self.probes
-                        .insert(Instant::now(), key as u32, task.generation);
-                }
-                Watch::Idle => {}
-            },
+            Action::Cancel(Op::TreeWatch) => {
+                let step = task.watch.cancel();
+                self.watch_step(key, step);
+            }
             // The wait ends only with the process: it is never cancelled.
             Action::Cancel(Op::Wait) => {}
             Action::Close(stream) => {
                 if let Some(pos) = task.streams.iter().position(|s| s.id == stream) {
-                    let fixed = task.streams.swap_remove(pos).fixed;
-                    self.push_close_fixed(fixed)?;
+                    let handle = task.streams.swap_remove(pos).handle;
+                    self.driver.release(handle);
                 }
             }
             Action::Emit(Notice::Exited(status)) => {
@@ -144,19 +105,18 @@ impl Worker {
             }
             Action::Release => *release = true,
         }
-        Ok(())
     }
 
     pub(super) fn deliver(&mut self, event: Event) {
-        if !self.sink.deliver(event) {
+        if !self.sink.deliver(event, &self.shared.counters) {
             self.sink_gone = true;
         }
     }
 
     /// Pauses or resumes reading with the fill of the user's event queue. A pause cancels
-    /// the armed reads of running tasks (their children then block on full pipes); their
-    /// re-submissions wait in the backlog of `Backpressure` until the queue drains.
-    pub(super) fn check_pressure(&mut self) -> io::Result<()> {
+    /// the armed reads of running tasks (their children then block on full pipes); the
+    /// reads the machines then ask for again are held back until the queue drains.
+    pub(super) fn check_pressure(&mut self) {
         let queued = if self.sink_gone || self.shutting_down {
             None
         } else {
@@ -170,95 +130,63 @@ impl Worker {
                     continue;
                 }
                 for s in task.streams.iter().filter(|s| s.armed && !s.cancel_asked) {
-                    let tag = |op| {
-                        pack(Tag {
-                            slot: key as u32,
-                            generation: task.generation,
-                            op,
-                        })
-                    };
-                    self.ring
-                        .push(ops::cancel(tag(OpTag::Read(s.id.0)), tag(OpTag::Cancel)))?;
+                    self.driver.cancel(task.tag(key, OpTag::Read(s.id.0)));
                 }
             }
         }
-        for (slot, generation, stream) in resumed.into_iter().flat_map(|r| r.reads) {
+        for (slot, generation) in resumed.into_iter().flatten() {
             let key = slot as usize;
             if self
                 .tasks
                 .get(key)
                 .is_some_and(|t| t.generation == generation)
             {
-                self.submit_read(key, stream)?;
+                self.resume_reads_of(key);
             }
         }
-        Ok(())
     }
 
-    /// Submits the reads back-pressure held for this task (its process exited).
+    /// Submits the reads back-pressure held for this task (the queue drained, or its
+    /// process exited).
     pub(super) fn resume_reads_of(&mut self, key: usize) {
-        let generation = self.tasks[key].generation;
-        for stream in self.pressure.take_task(key as u32, generation) {
-            if let Err(e) = self.submit_read(key, stream) {
-                tracing::error!(error = %e, "cannot submit to the ring");
-            }
+        let deferred: Vec<StreamId> = self.tasks[key]
+            .streams
+            .iter_mut()
+            .filter_map(|s| std::mem::take(&mut s.deferred).then_some(s.id))
+            .collect();
+        for stream in deferred {
+            self.submit_read(key, stream);
         }
     }
 
-    pub(super) fn submit_read(&mut self, key: usize, stream: StreamId) -> io::Result<()> {
-        let group = self.ring.buffer_group();
+    pub(super) fn submit_read(&mut self, key: usize, stream: StreamId) {
         let task = &mut self.tasks[key];
-        let generation = task.generation;
+        let user_data = task.tag(key, OpTag::Read(stream.0));
         let Some(s) = task.stream(stream) else {
-            return Ok(());
+            return;
         };
         s.armed = true;
-        let user_data = pack(Tag {
-            slot: key as u32,
-            generation,
-            op: OpTag::Read(stream.0),
-        });
-        let fixed = s.fixed;
-        self.ring.push(ops::read_multishot(fixed, group, user_data))
-    }
-
-    pub(super) fn push_install(&mut self, key: usize, op: OpTag) -> io::Result<()> {
-        let task = &self.tasks[key];
-        let user_data = pack(Tag {
-            slot: key as u32,
-            generation: task.generation,
-            op,
-        });
-        self.ring.push(ops::install_fixed(task.pidfd, user_data))
-    }
-
-    pub(super) fn push_close_fixed(&mut self, fixed: u32) -> io::Result<()> {
-        let user_data = pack(Tag {
-            slot: fixed,
-            generation: 0,
-            op: OpTag::CloseFixed,
-        });
-        self.ring.push(ops::close_fixed(fixed, user_data))
+        s.cancel_asked = false;
+        let handle = s.handle;
+        self.driver.read(handle, user_data);
     }
 
     /// The machine's terminal transition: everything of the task goes, once.
     pub(super) fn release(&mut self, key: usize) {
-        let task = self.tasks.remove(key);
+        let mut task = self.tasks.remove(key);
         self.generations[key] = self.generations[key].wrapping_add(1);
         self.shared.counters.live.fetch_sub(1, Ordering::Relaxed);
-        for fixed in task.streams.iter().map(|s| &s.fixed) {
+        self.timers.clear(key as u32, &mut task.wakeups);
+        for s in &task.streams {
             // The machine closes every stream before Release; this only guards a bug.
-            tracing::error!(task = %task.id, fixed, "stream still open at release");
-            if self.push_close_fixed(*fixed).is_err() {
-                let _ = self.ring.unregister_file(*fixed);
-                self.fixed.give_back(*fixed);
-            }
+            tracing::error!(task = %task.id, handle = s.handle, "stream still open at release");
+            self.driver.release(s.handle);
         }
-        if self.push_close_fixed(task.pidfd).is_err() {
-            let _ = self.ring.unregister_file(task.pidfd);
-            self.fixed.give_back(task.pidfd);
+        self.driver.release(task.pidfd);
+        if let Some(handle) = task.tree_events.take() {
+            tracing::error!(task = %task.id, "tree watch still open at release");
+            self.driver.release(handle);
         }
-        drop(task.tree_events);
         if let Some(orphans) = &self.orphans {
             orphans.task_released(task.pid);
             // Its escapers may be killed now.

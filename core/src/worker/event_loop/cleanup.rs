@@ -1,51 +1,53 @@
-//! After a release: the task's cgroup removed through the ring, orphans reaped.
+//! After a release: the task's cgroup removed off the loop, orphans reaped.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 
 use super::*;
+use crate::worker::cleanup_thread::Job;
 
-impl Worker {
-    /// Removes a released task's cgroup. A single v2 directory goes through the ring
-    /// (`IORING_OP_UNLINKAT`), so the kernel's teardown does not hold up this loop during a
-    /// kill-all; anything more goes to the pool's cleanup thread.
+impl<D: Driver> Worker<D> {
+    /// Removes a released task's cgroup without blocking the loop: a single v2 directory
+    /// through the driver where it can (io_uring's `UNLINKAT`), anything else on the pool's
+    /// cleanup thread.
     pub(super) fn remove_cgroup(&mut self, id: TaskId, tree: TaskContainment) {
-        let tree = match tree.into_single_dir() {
+        let dir = match tree.into_single_dir() {
             Ok(None) => return,
-            Ok(Some(dir)) => match CString::new(dir.into_os_string().into_vec()) {
-                Ok(path) => {
-                    self.rmdir_seq = self.rmdir_seq.wrapping_add(1);
-                    let user_data = pack(Tag {
-                        slot: self.rmdir_seq,
-                        generation: 0,
-                        op: OpTag::Rmdir,
-                    });
-                    if let Err(e) = self.ring.push_rmdir(path, user_data) {
-                        tracing::error!(error = %e, "cannot submit to the ring");
-                    }
-                    return;
-                }
-                Err(_) => return, // A cgroup path never holds a NUL byte.
-            },
-            Err(tree) => tree,
+            Ok(Some(dir)) => dir,
+            Err(tree) => {
+                self.cleanup.submit(Job::RemoveTree(tree));
+                return;
+            }
         };
-        tracing::trace!(task = %id, "task cgroups handed to the cleanup thread");
-        self.containment.remove_in_background(tree);
+        let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
+            // A cgroup path never holds a NUL byte.
+            tracing::error!(task = %id, dir = %dir.display(), "cgroup path with a NUL byte");
+            return;
+        };
+        self.rmdir_seq = self.rmdir_seq.wrapping_add(1);
+        let user_data = pack(Tag {
+            slot: self.rmdir_seq,
+            generation: 0,
+            op: OpTag::Rmdir,
+        });
+        if let Err(path) = self.driver.remove_dir(path, user_data) {
+            self.cleanup.submit(Job::RemoveDir(path_of(path)));
+        }
     }
 
-    /// A cgroup removal completed; on failure (the task made cgroups below its own, or the
-    /// kernel still counted it busy) the pool's cleanup thread retries it.
-    pub(super) fn removed(&mut self, completion: Completion) {
-        let Some(path) = self.ring.take_path(completion.user_data) else {
-            return;
-        };
-        if completion.result >= 0 || completion.result == -libc::ENOENT {
-            return;
+    /// A removal by the driver ended; on failure (the task made cgroups below its own, or
+    /// the kernel still counted it busy) the cleanup thread removes it, with retries.
+    pub(super) fn removed(&mut self, path: CString, result: Result<(), i32>) {
+        match result {
+            Ok(()) | Err(libc::ENOENT) => {}
+            Err(_) => self.cleanup.submit(Job::RemoveDir(path_of(path))),
         }
-        let dir = std::path::PathBuf::from(std::ffi::OsString::from_vec(path.into_bytes()));
-        self.containment.remove_dir_in_background(dir);
     }
 
     // ---- orphans --------------------------------------------------------------------
 
-    /// Reaps orphaned descendants: soon after one of this worker's runners died (they may
+    /// Reaps the pool's orphans (and kills its escapers whose task ended): soon after one of this worker's runners died (they may
     /// have left orphans), at most every `ORPHAN_SCAN_MIN_GAP`; and, on worker 0, every
     /// `ORPHAN_SCAN_INTERVAL` for orphans of trees that outlive their runner.
     pub(super) fn scan_orphans(&mut self) {
@@ -70,4 +72,8 @@ impl Worker {
             );
         }
     }
+}
+
+fn path_of(path: CString) -> PathBuf {
+    PathBuf::from(OsString::from_vec(path.into_bytes()))
 }

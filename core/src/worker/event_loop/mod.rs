@@ -1,20 +1,21 @@
-//! The worker thread's loop: commands in, submissions out, completions to machines,
-//! machine actions to submissions.
+//! The worker thread's loop, the same for every driver: commands in, machine actions out
+//! as driver operations, completions back to the machines, and the release of a task's
+//! resources when its machine says so.
 //!
-//! - `spawning`: starting a task on this thread and moving its fds into the ring;
-//! - `inputs`: deadlines and completions, turned into machine events;
-//! - `actions`: machine actions, turned into submissions, events and releases;
+//! - `spawning`: starting a task on this thread and handing its fds to the driver;
+//! - `inputs`: due wake-ups and completions, turned into machine events;
+//! - `actions`: machine actions, turned into driver operations, events and releases;
+//! - `tree`: carrying out the tree watch (`super::tree_watch`) and tree signals;
 //! - `cleanup`: removing released tasks' cgroups and reaping orphans.
 
 mod actions;
 mod cleanup;
 mod inputs;
 mod spawning;
+mod tree;
 
-use std::ffi::CString;
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,106 +24,104 @@ use crossbeam_channel::{Receiver, Sender};
 use slab::Slab;
 
 use super::backpressure::Backpressure;
-use super::fixed_slots::FixedSlots;
-use super::timers::Timers;
-use super::user_data::{pack, unpack, OpTag, Tag};
-use super::{Command, EventSink, Request, Spawned, WorkerSetup, WorkerShared};
+use super::cleanup_thread::CleanupThread;
+use super::driver::{Completion, Driver, Handle};
+use super::timers::{TaskWakeups, Timers, WakeKind};
+use super::tree_watch::{TreeWatch, WatchMode};
+use super::user_data::{pack, OpTag, PidfdUse, Tag};
+use super::{Command, EventSink, Request, WorkerSetup, WorkerShared};
 use crate::containment::{ContainmentKind, OrphanSweep, PoolContainment, TaskContainment};
 use crate::error::SpawnError;
 use crate::event::{Event, TaskId};
-use crate::spec::TaskSpec;
-use crate::sys::ring::{ops, Completion, Ring};
-use crate::sys::{pidfd, spawn};
-use crate::task::{
-    Action, ExitStatus, Notice, Op, Rejected, StreamId, TaskConfig, TaskMachine, TreeWatch,
-};
+use crate::task::{Input, Rejected, StreamId, TaskMachine};
 
 /// How often a paused worker looks whether the user drained the event queue.
 const PRESSURE_RECHECK: Duration = Duration::from_millis(5);
-
-/// Slot number used in tags that belong to no task.
-const NO_SLOT: u32 = u32::MAX;
 
 /// How often the subreaper worker looks for orphans when nothing else wakes it.
 const ORPHAN_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// The shortest gap between two orphan scans (a kill-all ends thousands of runners at once).
 const ORPHAN_SCAN_MIN_GAP: Duration = Duration::from_millis(10);
 
-/// Where the tree watch of a task stands, as the driver sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Watch {
-    Idle,
-    /// A pidfd install is in flight to probe the tree.
-    Probing,
-    /// A `POLLPRI` on `cgroup.events` is in flight.
-    Polling,
-    /// Process-group mode: waiting for the next probe (the kernel has no notification).
-    Sleeping,
-}
-
 /// Process-group mode re-probes an occupied group after this delay, doubling up to the max.
 const PROBE_FIRST_DELAY: Duration = Duration::from_millis(5);
 const PROBE_MAX_DELAY: Duration = Duration::from_millis(100);
+
+/// A failed driver operation (a pidfd that could not be lent) is tried again after this
+/// delay, doubling up to the max, for as long as its task lives.
+const RETRY_FIRST_DELAY: Duration = Duration::from_millis(1);
+const RETRY_MAX_DELAY: Duration = Duration::from_millis(100);
 
 struct TaskSlot {
     id: TaskId,
     generation: u16,
     machine: TaskMachine,
     pid: i32,
-    /// Fixed slot of the pidfd.
-    pidfd: u32,
-    /// Each stream's supervisor end (a fixed slot) and the state of its read.
+    /// The pidfd, adopted by the driver.
+    pidfd: Handle,
+    /// Each stream's supervisor end and the state of its read.
     streams: Vec<StreamSlot>,
     tree: Option<TaskContainment>,
-    /// `cgroup.events`, open only while the tree is being watched.
-    tree_events: Option<OwnedFd>,
-    watch: Watch,
-    watch_cancel: bool,
+    watch: TreeWatch,
+    /// `cgroup.events`, adopted by the driver while a `Notify` watch needs it.
+    tree_events: Option<Handle>,
     /// Process-group mode: the delay before the next probe.
     probe_delay: Duration,
-    /// The deadline last registered with the timer heap.
-    deadline: Option<Instant>,
+    /// Pidfd uses whose lend failed, to be tried again (`WakeKind::Retry`).
+    retries: Vec<PidfdUse>,
+    retry_delay: Duration,
+    wakeups: TaskWakeups,
     descendants_killed: u64,
     /// The main process was reaped (it no longer counts among the tree's processes).
     reaped: bool,
 }
 
-/// One captured stream of a task, as the driver sees it.
+/// One captured stream of a task, as the worker sees it.
 struct StreamSlot {
     id: StreamId,
-    /// Fixed-file slot of the supervisor's end.
-    fixed: u32,
-    /// A read is in the kernel (submitted, no final completion yet).
+    handle: Handle,
+    /// A read is armed in the driver (submitted, no final completion yet).
     armed: bool,
-    /// The machine asked for this read to be cancelled. Any other `-ECANCELED` comes from
-    /// a back-pressure pause, and the read is only stopped, not ended.
+    /// The machine asked for this read to be cancelled. Any other `Cancelled` end comes
+    /// from a back-pressure pause, and the read is only stopped, not ended.
     cancel_asked: bool,
+    /// The machine asked for a read that back-pressure holds back.
+    deferred: bool,
 }
 
 impl TaskSlot {
     fn stream(&mut self, stream: StreamId) -> Option<&mut StreamSlot> {
         self.streams.iter_mut().find(|s| s.id == stream)
     }
+
+    fn tag(&self, key: usize, op: OpTag) -> u64 {
+        pack(Tag {
+            slot: key as u32,
+            generation: self.generation,
+            op,
+        })
+    }
 }
 
-struct Worker {
-    ring: Ring,
+struct Worker<D: Driver> {
+    driver: D,
     tasks: Slab<TaskSlot>,
     /// Generation per slab key; survives the slot's removal.
     generations: Vec<u16>,
-    fixed: FixedSlots,
     timers: Timers,
-    /// Re-probes of process groups (see `Watch::Sleeping`).
-    probes: Timers,
     completions: Vec<Completion>,
+    /// Inputs the loop makes itself (a cancellation that completes at once), fed to the
+    /// machines after the current action was carried out: (slot, generation, input).
+    synthetic: VecDeque<(usize, u16, Input)>,
     commands: Receiver<Command>,
-    wake: OwnedFd,
     shared: Arc<WorkerShared>,
     sink: EventSink,
     /// Set once a delivery failed: nobody reads events any more.
     sink_gone: bool,
     pressure: Backpressure,
     containment: Arc<PoolContainment>,
+    watch_mode: WatchMode,
+    cleanup: Arc<CleanupThread>,
     orphans: Option<Arc<OrphanSweep>>,
     scans_orphans: bool,
     periodic_orphan_scan: bool,
@@ -133,42 +132,34 @@ struct Worker {
     shutting_down: bool,
 }
 
-pub(super) fn run(
+/// Runs a worker on `driver` until it is shut down. `ready` learns that the loop started.
+pub(super) fn run<D: Driver>(
+    driver: D,
     setup: WorkerSetup,
     commands: Receiver<Command>,
-    wake: OwnedFd,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
 ) {
-    let sizes = setup.sizes;
-    let ring = match Ring::new(
-        sizes.sq_entries,
-        sizes.cq_entries,
-        sizes.fixed_files,
-        sizes.buffers,
-        sizes.buffer_size,
-    ) {
-        Ok(ring) => ring,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let index = setup.index;
+    let watch_mode = match setup.containment.kind() {
+        ContainmentKind::Cgroup => WatchMode::Notify,
+        ContainmentKind::ProcessGroup => WatchMode::Probe,
     };
     let mut worker = Worker {
-        fixed: FixedSlots::new(ring.fixed_files()),
-        ring,
+        driver,
         tasks: Slab::new(),
         generations: Vec::new(),
         timers: Timers::default(),
-        probes: Timers::default(),
         completions: Vec::with_capacity(1024),
+        synthetic: VecDeque::new(),
         commands,
-        wake,
         shared,
         sink: setup.sink,
         sink_gone: false,
         pressure: Backpressure::default(),
         containment: setup.containment,
+        watch_mode,
+        cleanup: setup.cleanup,
         scans_orphans: setup.orphans.is_some(),
         periodic_orphan_scan: setup.orphans.is_some() && setup.index == 0,
         orphans: setup.orphans,
@@ -177,76 +168,65 @@ pub(super) fn run(
         rmdir_seq: 0,
         shutting_down: false,
     };
-    if let Err(e) = worker.arm_wake() {
-        let _ = ready.send(Err(e));
-        return;
-    }
     let _ = ready.send(Ok(()));
-    tracing::debug!(worker = setup.index, "worker started");
+    tracing::debug!(
+        worker = index,
+        backend = worker.driver.kind().as_str(),
+        "worker started"
+    );
     if let Err(e) = worker.run() {
-        // The ring itself failed: nothing more can be driven. Tasks still live keep their
+        // The driver itself failed: nothing more can be driven. Tasks still live keep their
         // PDEATHSIG link to this thread, so they die with it rather than run unsupervised.
-        tracing::error!(worker = setup.index, error = %e, "worker ring failed; stopping");
+        tracing::error!(worker = index, error = %e, "worker driver failed; stopping");
     }
-    tracing::debug!(worker = setup.index, "worker stopped");
+    tracing::debug!(worker = index, "worker stopped");
 }
 
-impl Worker {
+impl<D: Driver> Worker<D> {
     fn run(&mut self) -> io::Result<()> {
         loop {
             self.take_commands();
             self.fire_timers();
-            self.check_pressure()?;
+            self.check_pressure();
+            self.feed_synthetic();
             if self.scans_orphans {
                 self.scan_orphans();
             }
             // Stop once every task is gone and their cgroups are removed.
-            if self.shutting_down && self.tasks.is_empty() && self.ring.rmdirs_in_flight() == 0 {
+            if self.shutting_down && self.tasks.is_empty() && self.driver.dirs_in_flight() == 0 {
                 return Ok(());
             }
             let timeout = self.wait_timeout();
-            self.ring.submit_and_wait(timeout)?;
-            self.ring.drain_completions(&mut self.completions);
             let mut batch = std::mem::take(&mut self.completions);
+            self.driver.wait(timeout, &mut batch)?;
             for completion in batch.drain(..) {
-                self.complete(completion)?;
+                self.complete(completion);
+                self.feed_synthetic();
             }
             self.completions = batch;
+            self.shared.publish_driver_stats(self.driver.stats());
         }
     }
 
     fn wait_timeout(&self) -> Option<Duration> {
+        if !self.synthetic.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let now = Instant::now();
-        let next = match (self.timers.next(), self.probes.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut timeout = self.timers.next().map(|t| t.saturating_duration_since(now));
+        let mut at_most = |limit: Duration| {
+            timeout = Some(timeout.map_or(limit, |t| t.min(limit)));
         };
-        let mut timeout = next.map(|t| t.saturating_duration_since(now));
         if self.pressure.is_paused() {
             // Nothing wakes the worker when the user drains the queue: look again soon.
-            timeout = Some(timeout.map_or(PRESSURE_RECHECK, |t| t.min(PRESSURE_RECHECK)));
+            at_most(PRESSURE_RECHECK);
         }
-        let scan_every = if self.orphans_pending {
-            Some(ORPHAN_SCAN_MIN_GAP)
+        if self.orphans_pending {
+            at_most(ORPHAN_SCAN_MIN_GAP);
         } else if self.periodic_orphan_scan {
-            Some(ORPHAN_SCAN_INTERVAL)
-        } else {
-            None
-        };
-        if let Some(every) = scan_every {
-            timeout = Some(timeout.map_or(every, |t| t.min(every)));
+            at_most(ORPHAN_SCAN_INTERVAL);
         }
         timeout
-    }
-
-    fn arm_wake(&mut self) -> io::Result<()> {
-        let tag = pack(Tag {
-            slot: NO_SLOT,
-            generation: 0,
-            op: OpTag::Wake,
-        });
-        self.ring
-            .push(ops::poll_in_multishot(self.wake.as_raw_fd(), tag))
     }
 
     // ---- commands -------------------------------------------------------------------
@@ -279,11 +259,7 @@ impl Worker {
                     }
                     let _ = reply.send(result);
                 }
-                Command::Control {
-                    slot,
-                    generation,
-                    request,
-                } => self.control(slot, generation, request),
+                Command::Control { id, slot, request } => self.control(id, slot, request),
                 Command::Shutdown => self.begin_shutdown(),
             }
         }
@@ -296,33 +272,63 @@ impl Worker {
         self.shutting_down = true;
         let keys: Vec<usize> = self.tasks.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let now = Instant::now();
-            let result = self.tasks[key].machine.handle_kill(now);
-            self.after_input(key, result);
+            self.input(key, Input::Kill);
         }
     }
 
-    fn control(&mut self, slot: u32, generation: u16, request: Request) {
+    /// A user request. It must name the task by its full id: a slot is reused after its
+    /// task's release and its 16-bit generation wraps, so only the id tells a stale handle
+    /// from the task that holds the slot now.
+    fn control(&mut self, id: TaskId, slot: u32, request: Request) {
         let key = slot as usize;
-        match self.tasks.get(key) {
-            Some(task) if task.generation == generation => {}
+        if !self.tasks.get(key).is_some_and(|task| task.id == id) {
             // The task already ended: a late request is not an error for the caller.
-            _ => return,
+            return;
         }
-        let now = Instant::now();
-        let machine = &mut self.tasks[key].machine;
-        let result = match request {
-            Request::Signal(signal) => machine.handle_signal(signal, now),
-            Request::Terminate => machine.handle_terminate(now),
-            Request::Kill => machine.handle_kill(now),
+        let input = match request {
+            Request::Signal(signal) => Input::Signal(signal),
+            Request::Terminate => Input::Terminate,
+            Request::Kill => Input::Kill,
         };
+        self.input(key, input);
+    }
+
+    /// Feeds one input to a live task's machine and carries out what follows.
+    fn input(&mut self, key: usize, input: Input) {
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let result = task.machine.handle(input, Instant::now());
         self.after_input(key, result);
     }
-}
 
-impl OpTag {
-    fn is_read(self) -> bool {
-        matches!(self, OpTag::Read(_))
+    /// Feeds the inputs the loop made itself, in order.
+    fn feed_synthetic(&mut self) {
+        while let Some((key, generation, input)) = self.synthetic.pop_front() {
+            if self
+                .tasks
+                .get(key)
+                .is_some_and(|t| t.generation == generation)
+            {
+                self.input(key, input);
+            }
+        }
+    }
+
+    /// Queues an input for a task, fed once the current action is carried out.
+    fn later(&mut self, key: usize, input: Input) {
+        let generation = self.tasks[key].generation;
+        self.synthetic.push_back((key, generation, input));
+    }
+
+    fn count_rejected(&self, key: usize, rejected: Rejected) {
+        self.shared
+            .counters
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(task) = self.tasks.get(key) {
+            tracing::debug!(task = %task.id, %rejected, "machine rejected an event");
+        }
     }
 }
 

@@ -1,17 +1,26 @@
-//! Starting a task on the worker's own thread (`PR_SET_PDEATHSIG` follows it) and
-//! moving its fds into the ring's fixed-file table.
+//! Starting a task on the worker's own thread (`PR_SET_PDEATHSIG` follows it) and handing
+//! its fds to the driver.
+
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::*;
+use crate::spec::TaskSpec;
+use crate::sys::{pidfd, spawn};
+use crate::task::{TaskConfig, TreeWatch as MachineTreeWatch};
+use crate::worker::cleanup_thread::Job;
+use crate::worker::driver::FdRole;
+use crate::worker::Spawned;
 
-impl Worker {
+impl<D: Driver> Worker<D> {
     pub(super) fn spawn(
         &mut self,
         spec: &TaskSpec,
         prepared: &spawn::Prepared,
         id: TaskId,
     ) -> Result<Spawned, SpawnError> {
-        let fixed_needed = 1 + prepared.streams().len();
-        if self.fixed.available() < fixed_needed {
+        // The pidfd, each stream, and `cgroup.events` while the tree is watched.
+        let descriptors = 2 + prepared.streams().len();
+        if !self.driver.has_room(descriptors) {
             return Err(SpawnError::AtCapacity(self.tasks.len()));
         }
         let tree = self.containment.prepare(id.0, &spec.limits)?;
@@ -24,34 +33,30 @@ impl Worker {
                 if let Some(spawning) = spawning {
                     spawning.started(child.pid);
                 }
-                // The cgroup directory fd (in `placement`) closes here: the table stays flat.
+                // The cgroup directory fd (in `placement`) closes here.
                 Ok(child)
             }) {
             Ok(child) => child,
             Err(e) => {
-                self.containment.remove_in_background(tree);
+                self.cleanup.submit(Job::RemoveTree(tree));
                 return Err(e);
             }
         };
-        let fixed = self
-            .fixed
-            .take(1 + child.streams.len())
-            .ok_or(SpawnError::AtCapacity(self.tasks.len()))?;
         let pid = child.pid;
         let stream_ids: Vec<StreamId> = child.streams.iter().map(|(s, _)| *s).collect();
-        if let Err(e) = self.register(&fixed, child.pidfd, child.streams) {
-            // Registration failed after the child started; `register` killed and reaped it.
-            for slot in fixed {
-                let _ = self.ring.unregister_file(slot);
-                self.fixed.give_back(slot);
+        let (pidfd_handle, stream_handles) = match self.adopt(child.pidfd, child.streams) {
+            Ok(handles) => handles,
+            Err(e) => {
+                // The child runs but cannot be supervised: `adopt` killed it and handed its
+                // reap to the cleanup thread, which reaps before the tree goes.
+                self.forget_runner(pid);
+                if let Some(orphans) = &self.orphans {
+                    orphans.task_released(pid);
+                }
+                self.cleanup.submit(Job::RemoveTree(tree));
+                return Err(SpawnError::Io(e));
             }
-            self.forget_runner(pid);
-            if let Some(orphans) = &self.orphans {
-                orphans.task_released(pid);
-            }
-            self.containment.remove_in_background(tree);
-            return Err(SpawnError::Io(e));
-        }
+        };
         let key = self.tasks.vacant_key();
         if self.generations.len() <= key {
             self.generations.resize(key + 1, 0);
@@ -62,35 +67,35 @@ impl Worker {
             timeout: spec.timeout,
             grace: spec.grace,
             drain: spec.drain,
-            tree: match self.containment.kind() {
-                // Process groups have no emptiness notification: the worker re-probes.
-                ContainmentKind::Cgroup | ContainmentKind::ProcessGroup => TreeWatch::Notifies,
-            },
+            // Process groups have no emptiness notification, but the worker re-probes them
+            // (`WatchMode::Probe`), so the machine sees a watch that notifies in both modes.
+            tree: MachineTreeWatch::Notifies,
             after_exit: spec.after_exit,
         };
-        let now = Instant::now();
         self.tasks.insert(TaskSlot {
             id,
             generation,
-            machine: TaskMachine::new(config, now),
+            machine: TaskMachine::new(config, Instant::now()),
             pid,
-            pidfd: fixed[0],
+            pidfd: pidfd_handle,
             streams: stream_ids
                 .into_iter()
-                .zip(fixed[1..].iter().copied())
-                .map(|(id, fixed)| StreamSlot {
+                .zip(stream_handles)
+                .map(|(id, handle)| StreamSlot {
                     id,
-                    fixed,
+                    handle,
                     armed: false,
                     cancel_asked: false,
+                    deferred: false,
                 })
                 .collect(),
             tree: Some(tree),
+            watch: TreeWatch::Idle,
             tree_events: None,
-            watch: Watch::Idle,
-            watch_cancel: false,
             probe_delay: PROBE_FIRST_DELAY,
-            deadline: None,
+            retries: Vec::new(),
+            retry_delay: RETRY_FIRST_DELAY,
+            wakeups: TaskWakeups::default(),
             descendants_killed: 0,
             reaped: false,
         });
@@ -100,51 +105,60 @@ impl Worker {
         self.drive(key);
         Ok(Spawned {
             slot: key as u32,
-            generation,
             pid,
         })
     }
 
-    /// Moves the child's fds into the fixed table; on failure kills and reaps the child.
-    pub(super) fn register(
+    /// Hands the child's fds to the driver. On failure releases what was adopted, SIGKILLs
+    /// the child (through its pidfd) and hands its reap to the cleanup thread.
+    fn adopt(
         &mut self,
-        fixed: &[u32],
         pidfd: OwnedFd,
         streams: Vec<(StreamId, OwnedFd)>,
-    ) -> io::Result<()> {
-        for ((_, fd), slot) in streams.into_iter().zip(&fixed[1..]) {
-            if let Err(e) = self.ring.register_file(*slot, fd) {
-                let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, true);
-                let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, false);
-                reap_blocking(pidfd.as_fd());
+    ) -> io::Result<(Handle, Vec<Handle>)> {
+        let mut adopted = Vec::with_capacity(streams.len());
+        for (_, fd) in streams {
+            match self.driver.adopt(fd, FdRole::Stream) {
+                Ok(handle) => adopted.push(handle),
+                Err(e) => {
+                    self.abandon(pidfd, adopted);
+                    return Err(e);
+                }
+            }
+        }
+        // The driver takes the pidfd; a copy stays here until it was adopted, to kill the
+        // child if it cannot be.
+        let spare = match pidfd.try_clone() {
+            Ok(spare) => spare,
+            Err(e) => {
+                self.abandon(pidfd, adopted);
                 return Err(e);
             }
-        }
-        let pidfd_for_cleanup = pidfd.try_clone();
-        if let Err(e) = self.ring.register_file(fixed[0], pidfd) {
-            if let Ok(fd) = pidfd_for_cleanup {
-                let _ = pidfd::send_signal(fd.as_fd(), libc::SIGKILL, true);
-                let _ = pidfd::send_signal(fd.as_fd(), libc::SIGKILL, false);
-                reap_blocking(fd.as_fd());
+        };
+        match self.driver.adopt(pidfd, FdRole::Pidfd) {
+            Ok(handle) => Ok((handle, adopted)),
+            Err(e) => {
+                self.abandon(spare, adopted);
+                Err(e)
             }
-            return Err(e);
         }
-        Ok(())
+    }
+
+    /// Gives up on a child that cannot be supervised: its adopted streams are released, it
+    /// is SIGKILLed (its group too, in process-group mode) through its pidfd, and the
+    /// cleanup thread reaps it.
+    fn abandon(&mut self, pidfd: OwnedFd, adopted: Vec<Handle>) {
+        for handle in adopted {
+            self.driver.release(handle);
+        }
+        let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, true);
+        let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, false);
+        self.cleanup.submit(Job::Reap(pidfd));
     }
 
     pub(super) fn forget_runner(&self, pid: i32) {
         if let Some(orphans) = &self.orphans {
             orphans.runner_reaped(pid);
-        }
-    }
-}
-
-/// Reaps a child we just SIGKILLed, waiting for it.
-fn reap_blocking(pidfd: BorrowedFd<'_>) {
-    for _ in 0..1000 {
-        match pidfd::reap(pidfd) {
-            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-            _ => return,
         }
     }
 }

@@ -1,0 +1,366 @@
+//! The epoll backend, for where io_uring is refused (default Docker, Podman and containerd
+//! seccomp profiles, `kernel.io_uring_disabled`, gVisor): the same operations with
+//! readiness instead of completions.
+//!
+//! - Per-task descriptors stay in the process fd table (there is no other place): a task
+//!   with stdout and stderr holds 3 of them (pidfd and two pipe ends), 4 while its cgroup's
+//!   `cgroup.events` is watched. The density is therefore `RLIMIT_NOFILE / 3` tasks per
+//!   process (about 6,600 under a 20,000 limit), against one ring's `RLIMIT_NOFILE / 3`
+//!   *per worker* with io_uring.
+//! - A descriptor is in the epoll set only while an operation on it is armed (so a hung-up
+//!   pipe nobody reads cannot make `epoll_wait` spin), level-triggered: an armed read keeps
+//!   reporting until it is cancelled or reaches end of file.
+//! - Reads go into one buffer per driver (the bounded buffer pool: an idle task holds no
+//!   memory), at most [`READS_PER_WAKEUP`] per stream and wake-up so one chatty task cannot
+//!   starve the others, and each chunk is copied out once.
+//! - A pidfd is lent as a duplicate (`F_DUPFD_CLOEXEC`), closed by the loop after use.
+//! - Directories are not removed here ([`Driver::remove_dir`] hands them back).
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::epoll;
+use slab::Slab;
+
+use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadEnd};
+use crate::pool::BackendKind;
+
+/// Bytes read from a stream in one `read(2)`: a whole default pipe buffer.
+const READ_SIZE: usize = 64 * 1024;
+/// Reads of one stream per wake-up, at most.
+pub(crate) const READS_PER_WAKEUP: usize = 4;
+/// Readiness events taken per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 1024;
+/// The epoll token of the wake-up eventfd (slab keys are far below it).
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// What an adopted descriptor has armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    Nothing,
+    Exit(u64),
+    Read(u64),
+    Priority(u64),
+}
+
+struct Entry {
+    fd: OwnedFd,
+    role: FdRole,
+    armed: Armed,
+}
+
+pub(crate) struct EpollDriver {
+    epoll: OwnedFd,
+    wake: OwnedFd,
+    entries: Slab<Entry>,
+    /// The descriptor each armed operation's `user_data` names (for `cancel`).
+    by_tag: HashMap<u64, Handle>,
+    /// Descriptors the driver may still adopt (the process fd table is shared with the
+    /// rest of the program: this is the pool's share).
+    budget: usize,
+    events: Vec<epoll::Event>,
+    buffer: Box<[u8]>,
+    /// Completions made without waiting (lent pidfds, cancellations), handed out by the
+    /// next `wait`, which then does not sleep.
+    ready: VecDeque<Completion>,
+    lent_now: u64,
+    stats: DriverStats,
+}
+
+impl EpollDriver {
+    /// A driver that adopts at most `budget` descriptors, woken through `wake` (an eventfd).
+    pub(crate) fn new(budget: usize, wake: OwnedFd) -> io::Result<EpollDriver> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &epoll,
+            &wake,
+            epoll::EventData::new_u64(WAKE_TOKEN),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(EpollDriver {
+            epoll,
+            wake,
+            entries: Slab::new(),
+            by_tag: HashMap::new(),
+            budget,
+            events: Vec::with_capacity(EVENTS_PER_WAIT),
+            buffer: vec![0u8; READ_SIZE].into_boxed_slice(),
+            ready: VecDeque::new(),
+            lent_now: 0,
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// Arms `handle` for `armed` (it must have nothing armed).
+    fn arm(&mut self, handle: Handle, armed: Armed, flags: epoll::EventFlags) {
+        let tag = match armed {
+            Armed::Exit(t) | Armed::Read(t) | Armed::Priority(t) => t,
+            Armed::Nothing => return,
+        };
+        let Some(entry) = self.entries.get_mut(handle as usize) else {
+            tracing::error!(handle, "operation on a descriptor that is not adopted");
+            self.ready.push_back(Completion {
+                user_data: tag,
+                outcome: failure(armed, libc::EBADF),
+            });
+            return;
+        };
+        if entry.armed != Armed::Nothing {
+            tracing::error!(
+                handle,
+                "a second operation on a descriptor that has one armed"
+            );
+            self.ready.push_back(Completion {
+                user_data: tag,
+                outcome: failure(armed, libc::EBUSY),
+            });
+            return;
+        }
+        let data = epoll::EventData::new_u64(u64::from(handle));
+        match epoll::add(&self.epoll, &entry.fd, data, flags) {
+            Ok(()) => {
+                entry.armed = armed;
+                self.by_tag.insert(tag, handle);
+            }
+            Err(e) => self.ready.push_back(Completion {
+                user_data: tag,
+                outcome: failure(armed, e.raw_os_error()),
+            }),
+        }
+    }
+
+    /// Takes `handle` out of the epoll set; returns what was armed.
+    fn disarm(&mut self, handle: Handle) -> Armed {
+        let Some(entry) = self.entries.get_mut(handle as usize) else {
+            return Armed::Nothing;
+        };
+        let armed = std::mem::replace(&mut entry.armed, Armed::Nothing);
+        if armed != Armed::Nothing {
+            // Fails only if the fd is not in the set, which `armed` rules out.
+            let _ = epoll::delete(&self.epoll, &entry.fd);
+            if let Armed::Exit(t) | Armed::Read(t) | Armed::Priority(t) = armed {
+                self.by_tag.remove(&t);
+            }
+        }
+        armed
+    }
+
+    /// A readiness event on `handle`.
+    fn ready_event(&mut self, handle: Handle, out: &mut Vec<Completion>) {
+        let Some(entry) = self.entries.get(handle as usize) else {
+            return;
+        };
+        match entry.armed {
+            Armed::Nothing => {}
+            Armed::Exit(tag) => {
+                self.disarm(handle);
+                out.push(Completion {
+                    user_data: tag,
+                    outcome: Outcome::Exit,
+                });
+            }
+            Armed::Priority(tag) => {
+                self.disarm(handle);
+                out.push(Completion {
+                    user_data: tag,
+                    outcome: Outcome::Priority(Ok(())),
+                });
+            }
+            Armed::Read(tag) => self.read_ready(handle, tag, out),
+        }
+    }
+
+    fn read_ready(&mut self, handle: Handle, tag: u64, out: &mut Vec<Completion>) {
+        for _ in 0..READS_PER_WAKEUP {
+            let Some(entry) = self.entries.get(handle as usize) else {
+                return;
+            };
+            match rustix::io::read(&entry.fd, &mut self.buffer[..]) {
+                Ok(0) => {
+                    self.disarm(handle);
+                    out.push(Completion {
+                        user_data: tag,
+                        outcome: Outcome::ReadEnd(ReadEnd::Eof),
+                    });
+                    return;
+                }
+                Ok(n) => out.push(Completion {
+                    user_data: tag,
+                    outcome: Outcome::Data {
+                        bytes: self.buffer[..n].to_vec(),
+                        more: true,
+                    },
+                }),
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    self.disarm(handle);
+                    out.push(Completion {
+                        user_data: tag,
+                        outcome: Outcome::ReadEnd(ReadEnd::Error(e.raw_os_error())),
+                    });
+                    return;
+                }
+            }
+        }
+        // Budget spent: the stream stays armed (level-triggered) and is read again on the
+        // next wake-up, after the other ready streams had their turn.
+    }
+}
+
+/// The completion of an operation that could not even be armed.
+fn failure(armed: Armed, errno: i32) -> Outcome {
+    match armed {
+        Armed::Read(_) => Outcome::ReadEnd(ReadEnd::Error(errno)),
+        Armed::Priority(_) => Outcome::Priority(Err(errno)),
+        // A pidfd that cannot be watched: report the exit; the reap then tells the truth
+        // (a process still running is watched again).
+        Armed::Exit(_) | Armed::Nothing => Outcome::Exit,
+    }
+}
+
+impl Driver for EpollDriver {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Epoll
+    }
+
+    fn has_room(&self, n: usize) -> bool {
+        self.entries.len() + n <= self.budget
+    }
+
+    fn adopt(&mut self, fd: OwnedFd, role: FdRole) -> io::Result<Handle> {
+        if self.entries.len() >= self.budget {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        if role == FdRole::Stream {
+            let flags = rustix::fs::fcntl_getfl(&fd)?;
+            rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+        }
+        let key = self.entries.insert(Entry {
+            fd,
+            role,
+            armed: Armed::Nothing,
+        });
+        Handle::try_from(key).map_err(|_| {
+            self.entries.remove(key);
+            io::Error::from_raw_os_error(libc::EMFILE)
+        })
+    }
+
+    fn release(&mut self, handle: Handle) {
+        self.disarm(handle);
+        if self.entries.contains(handle as usize) {
+            // Dropping the entry closes the descriptor.
+            self.entries.remove(handle as usize);
+        }
+    }
+
+    fn watch_exit(&mut self, pidfd: Handle, user_data: u64) {
+        self.arm(pidfd, Armed::Exit(user_data), epoll::EventFlags::IN);
+    }
+
+    fn lend_pidfd(&mut self, pidfd: Handle, user_data: u64) {
+        let result = match self.entries.get(pidfd as usize) {
+            Some(entry) if entry.role == FdRole::Pidfd => entry
+                .fd
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
+            _ => Err(libc::EBADF),
+        };
+        if result.is_ok() {
+            self.lent_now += 1;
+            self.stats.lent_pidfds_peak = self.stats.lent_pidfds_peak.max(self.lent_now);
+        }
+        self.ready.push_back(Completion {
+            user_data,
+            outcome: Outcome::Pidfd(result),
+        });
+    }
+
+    fn read(&mut self, stream: Handle, user_data: u64) {
+        self.arm(stream, Armed::Read(user_data), epoll::EventFlags::IN);
+    }
+
+    fn watch_priority(&mut self, fd: Handle, user_data: u64) {
+        self.arm(
+            fd,
+            Armed::Priority(user_data),
+            epoll::EventFlags::PRI | epoll::EventFlags::ERR,
+        );
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let Some(&handle) = self.by_tag.get(&target) else {
+            // Not armed: it already ended (its end is on its way) or never was.
+            return;
+        };
+        let outcome = match self.disarm(handle) {
+            Armed::Read(_) => Outcome::ReadEnd(ReadEnd::Cancelled),
+            Armed::Priority(_) => Outcome::Priority(Err(libc::ECANCELED)),
+            // The loop never cancels an exit watch; if it did, the watch just stays.
+            Armed::Exit(t) => {
+                self.arm(handle, Armed::Exit(t), epoll::EventFlags::IN);
+                return;
+            }
+            Armed::Nothing => return,
+        };
+        self.ready.push_back(Completion {
+            user_data: target,
+            outcome,
+        });
+    }
+
+    fn remove_dir(&mut self, path: CString, _user_data: u64) -> Result<(), CString> {
+        Err(path)
+    }
+
+    fn dirs_in_flight(&self) -> usize {
+        0
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        // Lent pidfds of the previous batch were closed by the loop by now.
+        self.lent_now = 0;
+        let timeout = if self.ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let ts = timeout.map(|t| rustix::event::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        self.events.clear();
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut self.events),
+            ts.as_ref(),
+        ) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        out.extend(self.ready.drain(..));
+        let events = std::mem::take(&mut self.events);
+        for event in &events {
+            let token = event.data.u64();
+            if token == WAKE_TOKEN {
+                let mut counter = [0u8; 8];
+                let _ = rustix::io::read(&self.wake, &mut counter);
+                continue;
+            }
+            if let Ok(handle) = Handle::try_from(token) {
+                self.ready_event(handle, out);
+            }
+        }
+        self.events = events;
+        Ok(())
+    }
+
+    fn stats(&self) -> DriverStats {
+        self.stats
+    }
+}
