@@ -413,6 +413,8 @@ fn finish(fds_before: usize) {
 }
 
 both_modes!(
+    host_children_stay_the_hosts,
+    setsid_daemon_is_killed_by_a_subreaper_pool,
     airflow_runner_and_its_interpreter_die_together,
     runner_exits_while_grandchild_holds_stdout,
     setsid_daemon,
@@ -436,7 +438,7 @@ fn supervisor_killed_with_sigkill_takes_its_runners_process_group() {
 /// A subreaper pool in `mode`. The test process stays a subreaper afterwards unless the test
 /// calls [`stop_subreaper`], which every test here does before its leak checks.
 fn subreaper_pool_in(mode: Containment) -> Option<Pool> {
-    match Pool::builder()
+    match builder()
         .workers(2)
         .containment(mode)
         .subreaper(true)
@@ -547,43 +549,6 @@ fn setsid_daemon_is_killed_by_a_subreaper_pool(mode: Containment) {
     );
     pool.shutdown();
     stop_subreaper();
-}
-
-mod orphans {
-    use super::*;
-
-    fn run(mode: Containment, test: fn(Containment)) {
-        let _serial = serial();
-        let fds = fd_count();
-        test(mode);
-        finish(fds);
-    }
-
-    #[test]
-    fn host_children_stay_the_hosts_process_group() {
-        run(Containment::ProcessGroup, host_children_stay_the_hosts);
-    }
-
-    #[test]
-    fn host_children_stay_the_hosts_cgroup() {
-        run(Containment::Cgroup, host_children_stay_the_hosts);
-    }
-
-    #[test]
-    fn setsid_daemon_is_killed_by_a_subreaper_pool_process_group() {
-        run(
-            Containment::ProcessGroup,
-            setsid_daemon_is_killed_by_a_subreaper_pool,
-        );
-    }
-
-    #[test]
-    fn setsid_daemon_is_killed_by_a_subreaper_pool_cgroup() {
-        run(
-            Containment::Cgroup,
-            setsid_daemon_is_killed_by_a_subreaper_pool,
-        );
-    }
 }
 
 // ---- stale pools across PID namespaces (issue 11, finding 2) ------------------------------
