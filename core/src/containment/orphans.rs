@@ -30,6 +30,11 @@
 //!
 //! The sweep never blocks: `/proc` reads, `waitid(WNOHANG)`, `pidfd_open` and
 //! `pidfd_send_signal`, under a lock it only tries to take.
+//!
+//! It trusts `/proc` only where `/proc` is this process's PID namespace's (`/proc/self/stat`
+//! shows our own pid): under `unshare --pid` without `--mount-proc`, `/proc` numbers processes
+//! as another namespace does, and a pid read there could name someone else here. The sweep
+//! is then off (a warning says so), and orphans are left to the host.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsFd;
@@ -75,6 +80,8 @@ enum Scope {
 #[derive(Debug)]
 pub(crate) struct OrphanSweep {
     scope: Scope,
+    /// `/proc` numbers processes as this PID namespace does.
+    proc_is_ours: bool,
     me: i32,
     ticks_per_second: u64,
     state: Mutex<State>,
@@ -157,9 +164,22 @@ impl OrphanSweep {
             },
             _ => Scope::ProcessGroup,
         };
+        let me = std::process::id() as i32;
+        // `/proc/self` is us as `/proc`'s namespace numbers us.
+        let proc_is_ours = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|t| t.split(' ').next()?.parse::<i32>().ok())
+            == Some(me);
+        if !proc_is_ours {
+            tracing::warn!(
+                "/proc belongs to another PID namespace (or is not mounted): the pool's orphan \
+                 sweep is off; mount a /proc for this namespace (unshare --mount-proc)"
+            );
+        }
         Ok(OrphanSweep {
             scope,
-            me: std::process::id() as i32,
+            proc_is_ours,
+            me,
             ticks_per_second: rustix::param::clock_ticks_per_second().max(1),
             state: Mutex::new(State::default()),
         })
@@ -214,6 +234,9 @@ impl OrphanSweep {
     /// Reaps the pool's zombie children and kills its escapers whose task ended. Never
     /// blocks: if another thread is sweeping, it returns at once with `again_soon`.
     pub(crate) fn sweep(&self, now: Instant) -> SweepReport {
+        if !self.proc_is_ours {
+            return SweepReport::default();
+        }
         let mut st = match self.state.try_lock() {
             Ok(st) => st,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -243,8 +266,11 @@ impl OrphanSweep {
                         blocked = true;
                         break;
                     }
-                    // Reaped by someone else meanwhile: look again.
-                    None => continue,
+                    // Gone meanwhile (reaped by someone else), or unreadable: scan.
+                    None => {
+                        blocked = true;
+                        break;
+                    }
                 },
                 Ok(Some(_runner)) => {
                     blocked = true;
@@ -372,6 +398,9 @@ impl Drop for OrphanSweep {
     /// The pool is over (its workers stopped): kills every orphan of the pool that is still
     /// alive and reaps them, for up to [`FINAL_SWEEP`]. Blocking, as the pool's drop is.
     fn drop(&mut self) {
+        if !self.proc_is_ours {
+            return;
+        }
         let deadline = Instant::now() + FINAL_SWEEP;
         let me = std::mem::take(&mut *super::lock(&self.state));
         let mut st = me;
