@@ -10,6 +10,9 @@ cd "$root"
 python="${PYTHON:-python3}"
 "$python" --version
 
+# Reuse what the workspace build already compiled (same profile): only what differs is built.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$python" -m venv "$work/venv"

@@ -121,6 +121,7 @@ def test_closed_pool(tag):
         pool.stats()
 
 
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # forking on purpose
 def test_forked_child_cannot_use_the_parents_pool(tag):
     with pidring.Pool(workers=1) as pool:
         read_end, write_end = os.pipe()
