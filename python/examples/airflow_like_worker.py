@@ -16,12 +16,13 @@ runner, whose own child interpreter is reparented to PID 1 and runs on. Here:
 
 What the run checks (and prints): every failed task's tree is gone within ``grace``; no
 child interpreter ever runs with another parent than its runner (each checks ``getppid()``
-every 0.1 s and logs it if it changed, and a monitor scans ``/proc`` for tagged processes
-whose parent is PID 1); the worker never raises; every other task succeeds; and the
-worker's RSS per running task.
+every 0.1 s and logs it if it changed, and a monitor scans ``/proc`` every 0.2 s for the
+tasks' processes whose parent is PID 1; one caught in the instant between its runner's death
+and its own, with SIGTERM already pending, is dying, not running, and is counted apart); the
+worker never raises; every other task succeeds; and the worker's RSS per running task.
 
     python python/examples/airflow_like_worker.py                 # 200 tasks, 20 failed
-    python python/examples/airflow_like_worker.py --tasks 40 --fail 4 --task-seconds 4
+    python python/examples/airflow_like_worker.py --tasks 40 --fail 4 --task-seconds 10
 
 Exit status 0 when every check passed.
 """
@@ -247,7 +248,8 @@ class Worker:
         self.queue_empty = False
         # Results, for the report.
         self.succeeded = []
-        self.failed_by_api = {}  # ti -> seconds from terminate() to Done
+        self.failed_by_api = {}  # ti -> (seconds from terminate() to Done, outcome)
+        self.failed_after_exit = []  # failed by the API when it had already ended
         self.other_failures = []  # (ti, outcome)
         self.peak_running = 0
         self.rss_baseline = rss_bytes()
@@ -316,14 +318,35 @@ class Worker:
             if record.terminated_at is not None:
                 self.failed_by_api[record.ti] = (time.monotonic() - record.terminated_at, outcome)
             elif outcome.ok:
-                self.api.call("PATCH", f"/execution/task-instances/{record.ti}/state", {"state": "success"})
-                self.succeeded.append(record.ti)
+                status, _ = self.api.call("PATCH", f"/execution/task-instances/{record.ti}/state",
+                                          {"state": "success"})
+                if status == 409:
+                    # Failed by the API while it was finishing, before its next heartbeat.
+                    self.failed_after_exit.append(record.ti)
+                else:
+                    self.succeeded.append(record.ti)
             else:
                 self.api.call("PATCH", f"/execution/task-instances/{record.ti}/state", {"state": "failed"})
                 self.other_failures.append((record.ti, outcome))
 
 
 # --- the scenario ---------------------------------------------------------------------------
+
+
+FATAL = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGKILL - 1))
+
+
+def fatal_signal_pending(pid: int) -> bool:
+    """Whether SIGTERM or SIGKILL is pending for ``pid`` (it is dying: it runs no more of
+    its own code). Our tasks' processes never block or ignore SIGTERM."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & FATAL:
+                    return True
+    except OSError:
+        return True  # gone
+    return False
 
 
 def tagged_processes(tag: str):
@@ -356,10 +379,12 @@ class Report:
         self.succeeded = 0
         self.failed_ids = []
         self.terminated = {}
+        self.failed_after_exit = []
         self.other_failures = []
         self.grace = 0.0
         self.orphans_logged = []
         self.orphans_seen = []
+        self.orphans_dying = []
         self.survivors = []
         self.peak_running = 0
         self.rss_baseline = 0
@@ -378,8 +403,9 @@ class Report:
             p.append(f"the worker raised: {self.worker_error!r}")
         if len(self.failed_ids) != self.fail_requested:
             p.append(f"the admin call failed {len(self.failed_ids)} tasks, not {self.fail_requested}")
-        if sorted(self.terminated) != sorted(self.failed_ids):
-            p.append(f"terminated {sorted(self.terminated)} but the API failed {sorted(self.failed_ids)}")
+        if sorted([*self.terminated, *self.failed_after_exit]) != sorted(self.failed_ids):
+            p.append(f"terminated {sorted(self.terminated)} (and {sorted(self.failed_after_exit)} had ended) "
+                     f"but the API failed {sorted(self.failed_ids)}")
         for ti, (seconds, outcome) in self.terminated.items():
             if not seconds < self.grace:
                 p.append(f"task {ti}: tree gone {seconds:.2f} s after terminate, grace is {self.grace} s")
@@ -406,9 +432,11 @@ class Report:
         return "\n".join([
             f"tasks: {self.tasks} ({self.peak_running} running at once), containment {self.containment}, {self.wall:.1f} s",
             f"API states: {states}",
-            f"failed by the admin call: {len(self.failed_ids)}; their trees gone after terminate in at most "
-            f"{slowest:.3f} s (grace {self.grace:.0f} s)",
-            f"orphans: {len(self.orphans_logged)} seen by the children, {len(self.orphans_seen)} with ppid 1 in /proc; "
+            f"failed by the admin call: {len(self.failed_ids)}; {len(self.terminated)} terminated on their 409, "
+            f"trees gone in at most {slowest:.3f} s (grace {self.grace:.0f} s); "
+            f"{len(self.failed_after_exit)} had just ended on their own",
+            f"orphans: {len(self.orphans_logged)} seen by the children, {len(self.orphans_seen)} with ppid 1 in /proc "
+            f"({len(self.orphans_dying)} more caught dying, SIGTERM pending); "
             f"survivors after the run: {len(self.survivors)}",
             f"worker RSS: {self.rss_baseline / mib:.1f} MiB before the first task, {self.rss_at_peak / mib:.1f} MiB "
             f"with {self.peak_running} running: {self.rss_per_running_task / 1024:.1f} KiB per running task",
@@ -416,7 +444,7 @@ class Report:
         ])
 
 
-def run_scenario(tasks: int = 200, fail: int = 20, task_seconds: float = 12.0, heartbeat: float = 1.0,
+def run_scenario(tasks: int = 200, fail: int = 20, task_seconds: float = 20.0, heartbeat: float = 1.0,
                  grace: float = 10.0, containment: str = "auto", concurrency=None,
                  runner_only: bool = False) -> Report:
     """Runs the whole scenario and returns its report (see ``Report.problems``)."""
@@ -437,7 +465,12 @@ def run_scenario(tasks: int = 200, fail: int = 20, task_seconds: float = 12.0, h
         def monitor():
             # Any tagged process whose parent is PID 1 is an orphan of a task tree.
             while not stop_monitor.wait(0.2):
-                report.orphans_seen.extend(p for p in tagged_processes(tag) if p[1] == 1)
+                for pid, ppid in tagged_processes(tag):
+                    if ppid == 1:
+                        # Caught between its parent's death and its own (SIGTERM pending):
+                        # dying, not running on.
+                        dying = fatal_signal_pending(pid)
+                        (report.orphans_dying if dying else report.orphans_seen).append((pid, ppid))
 
         def admin(api: ExecutionAPI):
             # Mid-run: once every task instance was handed out and each running one has its
@@ -472,6 +505,7 @@ def run_scenario(tasks: int = 200, fail: int = 20, task_seconds: float = 12.0, h
         report.survivors = tagged_processes(tag)
         report.succeeded = len(worker.succeeded)
         report.terminated = worker.failed_by_api
+        report.failed_after_exit = worker.failed_after_exit
         report.other_failures = worker.other_failures
         report.peak_running = worker.peak_running
         report.rss_baseline, report.rss_at_peak = worker.rss_baseline, worker.rss_at_peak
@@ -488,7 +522,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--fail", type=int, default=20, help="running tasks the admin call marks failed")
-    parser.add_argument("--task-seconds", type=float, default=12.0, help="how long each task's child loops")
+    parser.add_argument("--task-seconds", type=float, default=20.0, help="how long each task's child loops")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
     parser.add_argument("--containment", default="auto", choices=["auto", "cgroup", "process-group"])

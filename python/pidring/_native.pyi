@@ -112,7 +112,10 @@ class Pool:
         *,
         max_tasks: Optional[int] = None,
         subreaper: bool = False,
-    ) -> None: ...
+    ) -> None:
+        """``subreaper=True``: orphaned descendants come back to this process and the pool
+        reaps them, and every other child of this process that exits too (``subprocess``'s
+        included): use it only where pidring starts all of them."""
     def spawn(
         self,
         argv: Sequence[_StrOrBytesPath],

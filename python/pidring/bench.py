@@ -252,11 +252,11 @@ def table(results, n: int) -> str:
     out = [
         f"{n} idle tasks, each a tree of {PROCESSES_PER_TASK} processes (sh; sleep &; setsid sleep &), "
         f"then SIGKILL to all",
-        "  ".join(h.ljust(w) for h, w in zip(head, widths)),
+        "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
         "  ".join("-" * w for w in widths),
     ]
     for l in lines:
-        out.append("  ".join(c.ljust(w) for c, w in zip(l, widths)) if len(l) == len(head) else "  ".join(l))
+        out.append(("  ".join(c.ljust(w) for c, w in zip(l, widths)) if len(l) == len(head) else "  ".join(l)).rstrip())
     by_row = {r["row"]: r for r in results if r["status"] == "ok"}
     if "pidring" in by_row and "popen" in by_row and by_row["pidring"]["rss_per_task"] > 0:
         ratio = by_row["popen"]["rss_per_task"] / by_row["pidring"]["rss_per_task"]

@@ -95,7 +95,9 @@ pub(crate) fn _close_all(py: Python<'_>) {
 /// process group), ``"cgroup"`` or ``"process-group"``. ``backend``: ``"auto"``,
 /// ``"uring"`` or ``"epoll"``. ``max_tasks``: the most tasks held at once (sizes the
 /// rings). ``subreaper``: make this process a child subreaper, so orphaned descendants of
-/// tasks come back to it (and are reaped) instead of going to PID 1.
+/// tasks come back to it (and are reaped) instead of going to PID 1; the pool then also
+/// reaps every other child of this process that exits (``subprocess.Popen``'s included), so
+/// use it only where pidring starts all of them.
 ///
 /// Use it as a context manager: leaving the ``with`` block (or :meth:`close`) kills every
 /// task's tree and waits for them. Pools still open when the interpreter exits are closed

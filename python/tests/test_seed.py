@@ -24,11 +24,14 @@ def example():
 
 @pytest.mark.parametrize("containment", ["auto", "process-group"])
 def test_seed_scenario(example, containment):
-    report = example.run_scenario(tasks=40, fail=4, task_seconds=6.0, heartbeat=0.5, grace=10.0,
+    report = example.run_scenario(tasks=40, fail=4, task_seconds=10.0, heartbeat=0.5, grace=10.0,
                                   containment=containment)
     print(report.summary())
     assert report.worker_error is None
     assert report.problems() == []
+    # Failed tasks were ended by the worker on their 409 (a task may also have finished on
+    # its own in the instant between the admin call and its heartbeat; at least one was not).
+    assert report.terminated and all(o.reason == "terminated" for _, o in report.terminated.values())
     assert report.api_states == {"queued": 0, "running": 0, "success": 36, "failed": 4}
     assert report.survivors == [] and report.orphans_logged == [] and report.orphans_seen == []
 
@@ -37,7 +40,7 @@ def test_seed_checks_catch_airflow_32s_bug(example):
     # Kill only the task runner, as Airflow 3.2's supervisor did: its child interpreter is
     # orphaned (until pidring's drain period ends the rest of the tree), and the checks
     # that passed above must say so.
-    report = example.run_scenario(tasks=10, fail=2, task_seconds=6.0, heartbeat=0.5, grace=10.0,
+    report = example.run_scenario(tasks=10, fail=2, task_seconds=10.0, heartbeat=0.5, grace=10.0,
                                   runner_only=True)
     print(report.summary())
     assert report.worker_error is None
