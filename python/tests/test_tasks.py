@@ -122,3 +122,15 @@ def test_stdio_null_and_inherit(tag, capfd):
         events = collect(pool, [task])[task.id]
     assert not [e for e in events if isinstance(e, pidring.Output)]
     assert "to-err" in capfd.readouterr().err
+
+
+def test_channel_output(tag):
+    # spawn(channels=1): a socketpair at fd 3 in the child, read like stdout.
+    with pidring.Pool(workers=1) as pool:
+        task = pool.spawn(["sh", "-c", "echo via-channel >&3; echo via-stdout"], channels=1, extra_env=tag.env)
+        events = collect(pool, [task])[task.id]
+    check_order(events)
+    by_stream = {}
+    for e in events[:-2]:
+        by_stream[e.stream] = by_stream.get(e.stream, b"") + e.data
+    assert by_stream == {"channel0": b"via-channel\n", "stdout": b"via-stdout\n"}

@@ -78,3 +78,19 @@ def test_a_pool_dropped_without_close_kills_its_trees(tag):
     wait_output(pool, task, b"ready")
     del pool, task
     assert tag.alive() == []
+
+
+def test_pids_max_limits_the_tree_in_cgroup_mode(tag):
+    script = "for i in 1 2 3 4 5 6; do sleep 1000 & done; echo forked; wait"
+    with cgroup_pool(workers=1) as pool:
+        task = pool.spawn(["sh", "-c", script], pids_max=3, drain=0.2, extra_env=tag.env)
+        events = collect(pool, [task])[task.id]
+    err = b"".join(e.data for e in events if isinstance(e, pidring.Output) and e.stream == "stderr")
+    assert b"fork" in err.lower(), err  # the shell could not start all six
+
+
+def test_pids_max_needs_cgroup_mode(tag):
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        with pytest.raises(pidring.TaskContainmentError) as info:
+            pool.spawn(["true"], pids_max=5, extra_env=tag.env)
+    assert isinstance(info.value, pidring.SpawnError) and isinstance(info.value, pidring.ContainmentError)
