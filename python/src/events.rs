@@ -2,8 +2,6 @@
 //! and the `Outcome` inside `Done`), and the one function that turns a Rust [`Event`] into
 //! one of them.
 
-use std::time::Duration;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use pyo3::{intern, IntoPyObjectExt};
@@ -205,7 +203,7 @@ fn outcome(outcome: RustOutcome) -> Outcome {
             ExitStatus::Signal(signal) => Some(signal),
             _ => None,
         },
-        duration: secs(outcome.duration),
+        duration: outcome.duration.as_secs_f64(),
         stdout_bytes: bytes_of(StreamId::STDOUT),
         stderr_bytes: bytes_of(StreamId::STDERR),
         tree_signalled: outcome.tree_signalled,
@@ -215,10 +213,6 @@ fn outcome(outcome: RustOutcome) -> Outcome {
             _ => None,
         },
     }
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 /// The one place an output payload becomes Python `bytes`. The Rust payload is dropped

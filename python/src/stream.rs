@@ -6,6 +6,7 @@
 //! which calls [`EventStream::_poll`] and, while the channel is empty, waits for the
 //! stream's eventfd in the running event loop (`loop.add_reader`); see `waker.rs`.
 
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use pyo3::exceptions::{PyOSError, PyStopAsyncIteration};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use std::os::fd::AsRawFd;
 
 use pidring::Event;
 
