@@ -3,7 +3,8 @@ with pidring against ``subprocess.Popen`` + ``selectors`` (what Airflow's superv
 
 Each task is a small tree, the shape of an Airflow task: a shell (the "task runner") with a
 plain background child and a ``setsid`` child (a daemon in its own session), all holding
-the task's stdout and stderr; it prints ``ready`` once its children run. The supervisor
+the task's stdout and stderr; the ``setsid`` child prints ``ready`` once it runs in its own
+session. The supervisor
 starts N tasks, waits until every one is ready, measures its own memory and open fds, then
 kills them all with SIGKILL and waits until it sees every task end. *Survivors* are the
 tasks' processes still alive at that moment (found in ``/proc`` by a tag in their
@@ -55,7 +56,8 @@ ROWS = {
     "popen": "Popen + selectors, Popen.kill()",
     "popen-killpg": "Popen + selectors, os.killpg() (#65738)",
 }
-TREE = "sleep 100000 & setsid sleep 100000 & echo ready; wait"
+# "ready" comes from the setsid child once it is in its own session, so the tree is whole.
+TREE = "sleep 100000 & setsid sh -c 'echo ready; exec sleep 100000' & wait"
 PROCESSES_PER_TASK = 3
 DEADLINE = 60.0
 

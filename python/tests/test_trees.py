@@ -4,6 +4,7 @@ it is alive (the ``tag`` fixture checks /proc)."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -11,9 +12,9 @@ import pytest
 import pidring
 from conftest import cgroup_pool, check_order, collect, wait_output
 
-# The main process starts a plain background grandchild, then one that leaves for its own
-# session (a daemon: a process-group kill cannot reach it), then says so and waits.
-SETSID_TREE = "sleep 1000 & setsid sleep 1000 & echo ready; wait"
+# The main process starts a plain background grandchild and one that leaves for its own
+# session (a daemon: a process-group kill cannot reach it), which says "ready" from there.
+SETSID_TREE = "sleep 1000 & setsid sh -c 'echo ready; exec sleep 1000' & wait"
 PLAIN_TREE = "sleep 1000 & sleep 1000 & echo ready; wait"
 
 
@@ -94,3 +95,17 @@ def test_pids_max_needs_cgroup_mode(tag):
         with pytest.raises(pidring.TaskContainmentError) as info:
             pool.spawn(["true"], pids_max=5, extra_env=tag.env)
     assert isinstance(info.value, pidring.SpawnError) and isinstance(info.value, pidring.ContainmentError)
+
+
+def test_process_group_mode_cannot_reach_a_setsid_daemon(tag):
+    # The documented limit of process-group mode (README, "Guarantees and limits"): the
+    # daemon is in another session and survives the group kill. Only cgroup mode ends it.
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        _, outcome = end_tree(pool, tag, SETSID_TREE, "kill")
+    assert outcome.reason == "terminated"
+    survivors = tag.alive()
+    assert len(survivors) == 1
+    for pid in survivors:  # clean up after ourselves, through a pidfd
+        fd = os.pidfd_open(pid)
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.close(fd)
