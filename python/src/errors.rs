@@ -66,6 +66,9 @@ pub(crate) fn spawn_error(error: SpawnError) -> PyErr {
         SpawnError::AtCapacity(_) => classes::PoolFullError::new_err(message),
         SpawnError::Containment(e) => classes::TaskContainmentError::new_err(containment(&e)),
         SpawnError::PoolClosed => classes::PoolClosedError::new_err(message),
+        // The binding never installs an `on_event` callback, so this cannot come from Python;
+        // mapped for completeness.
+        SpawnError::FromCallback => classes::SpawnOSError::new_err(message),
         SpawnError::Io(e) => match e.raw_os_error() {
             Some(errno) => classes::SpawnOSError::new_err(os_args(errno, &message, None)),
             None => classes::SpawnOSError::new_err(message),
@@ -79,10 +82,12 @@ pub(crate) fn build_error(error: BuildError) -> PyErr {
         BuildError::BackendUnavailable(..) => classes::BackendUnavailableError::new_err(message),
         BuildError::InvalidOption(_) => classes::InvalidOptionError::new_err(message),
         BuildError::Containment(e) => classes::PoolContainmentError::new_err(containment(&e)),
-        BuildError::Ring(e) | BuildError::Thread(e) => match e.raw_os_error() {
-            Some(errno) => classes::PoolSetupError::new_err(os_args(errno, &message, None)),
-            None => classes::PoolSetupError::new_err(message),
-        },
+        BuildError::Driver(_, e) | BuildError::Cleanup(e) | BuildError::Thread(e) => {
+            match e.raw_os_error() {
+                Some(errno) => classes::PoolSetupError::new_err(os_args(errno, &message, None)),
+                None => classes::PoolSetupError::new_err(message),
+            }
+        }
     }
 }
 
