@@ -101,6 +101,26 @@ pub(crate) fn parse_populated(text: &str) -> Option<bool> {
         })
 }
 
+/// `populated` read through an open `cgroup.events` (from offset 0, so the same fd can be
+/// read again after each notification; reading it also re-arms its `POLLPRI`).
+pub(crate) fn populated_fd(events: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+    let mut buf = [0u8; 256];
+    let n = rustix::io::pread(events, &mut buf, 0)?;
+    let text = std::str::from_utf8(&buf[..n]).unwrap_or_default();
+    parse_populated(text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no `populated` in cgroup.events",
+        )
+    })
+}
+
+/// How many processes `cgroup.procs` of `dir` lists (this cgroup only, not the ones below).
+pub(crate) fn procs_count(dir: &Path) -> io::Result<u64> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+}
+
 /// `cgroup.events` opened for a `POLLPRI` watch.
 pub(crate) fn open_events(dir: &Path) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(std::fs::File::open(

@@ -616,7 +616,11 @@ impl TaskContainment {
             return process_group::signal(leader, signal);
         };
         if signal == libc::SIGKILL {
-            let members = cgroup::procs_recursive(&c.dir)?.len() as u64;
+            // Counted in the task's own cgroup only: a task that made cgroups of its own has
+            // their members killed too, but not counted (reading every level costs a walk of
+            // the subtree per kill, which a kill-all of thousands of tasks pays thousands of
+            // times).
+            let members = cgroup::procs_count(&c.dir)?;
             if cgroup::kill(&c.dir)? {
                 return Ok(members);
             }
@@ -635,6 +639,12 @@ impl TaskContainment {
                 process_group::is_populated(leader)
             }
         }
+    }
+
+    /// Whether the tree is populated, read through its open `cgroup.events` (see
+    /// [`open_events`](TaskContainment::open_events)).
+    pub(crate) fn populated_from(&self, events: BorrowedFd<'_>) -> io::Result<bool> {
+        cgroup::populated_fd(events)
     }
 
     /// `cgroup.events` (`O_RDONLY | O_CLOEXEC`) for a `POLLPRI` watch; `None` in

@@ -150,3 +150,35 @@ pub fn kernel_kib() -> u64 {
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
 }
+
+/// Samples this process's open fd count on a thread of its own (every 200 µs) until
+/// stopped, keeping the peak: how large the fd table gets during a kill-all, for example.
+pub struct FdPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl FdPeak {
+    pub fn start() -> FdPeak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("bench-fd-peak".into())
+            .spawn(move || {
+                let mut peak = open_fds();
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(open_fds());
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                peak.max(open_fds())
+            })
+            .ok();
+        FdPeak { stop, thread }
+    }
+
+    /// Stops sampling; the highest count seen (0 if the sampler could not start).
+    pub fn peak(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}

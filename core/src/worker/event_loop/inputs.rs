@@ -20,6 +20,8 @@ impl<D: Driver> Worker<D> {
                 continue;
             };
             Timers::fired(&mut task.wakeups, kind);
+            let span = task.span.clone();
+            let _entered = span.enter();
             match kind {
                 WakeKind::Machine => self.input(key, Input::Timeout),
                 WakeKind::WatchSleep => {
@@ -60,6 +62,8 @@ impl<D: Driver> Worker<D> {
             self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let span = self.tasks[key].span.clone();
+        let _entered = span.enter();
         let now = Instant::now();
         match (tag.op, completion.outcome) {
             (OpTag::Read(stream), outcome) => {

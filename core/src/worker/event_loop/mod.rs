@@ -54,6 +54,9 @@ const RETRY_MAX_DELAY: Duration = Duration::from_millis(100);
 
 struct TaskSlot {
     id: TaskId,
+    /// Entered whenever the loop works for this task, so that every log line it writes
+    /// (the machine's state changes included) names the task among thousands.
+    span: tracing::Span,
     generation: u16,
     machine: TaskMachine,
     pid: i32,
@@ -298,6 +301,8 @@ impl<D: Driver> Worker<D> {
         let Some(task) = self.tasks.get_mut(key) else {
             return;
         };
+        let span = task.span.clone();
+        let _entered = span.enter();
         let result = task.machine.handle(input, Instant::now());
         self.after_input(key, result);
     }

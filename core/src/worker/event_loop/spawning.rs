@@ -72,8 +72,11 @@ impl<D: Driver> Worker<D> {
             tree: MachineTreeWatch::Notifies,
             after_exit: spec.after_exit,
         };
+        let span = tracing::debug_span!("task", id = id.0, pid);
+        let _entered = span.clone().entered();
         self.tasks.insert(TaskSlot {
             id,
+            span,
             generation,
             machine: TaskMachine::new(config, Instant::now()),
             pid,

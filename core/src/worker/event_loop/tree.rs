@@ -67,8 +67,8 @@ impl<D: Driver> Worker<D> {
     }
 
     /// cgroup mode: opens a fresh `cgroup.events` (releasing the one a fired watch used),
-    /// then reads whether the tree is populated. Opening first means a change after the
-    /// read still wakes the watch armed on that file.
+    /// then reads through it whether the tree is populated. Opening first means a change
+    /// after the read still wakes the watch armed on that file.
     fn check_cgroup(&mut self, key: usize) -> Checked {
         let task = &mut self.tasks[key];
         if let Some(handle) = task.tree_events.take() {
@@ -85,7 +85,7 @@ impl<D: Driver> Worker<D> {
                 return Checked::Failed;
             }
         };
-        match tree.is_populated(None) {
+        match tree.populated_from(std::os::fd::AsFd::as_fd(&events)) {
             Ok(false) => return Checked::Empty,
             Ok(true) => {}
             Err(e) => {

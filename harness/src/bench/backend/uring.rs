@@ -13,7 +13,7 @@ use pidring::{
 };
 
 use super::{Ctx, Measured, NotRun};
-use crate::bench::resources::{cpu_self, kernel_kib, mono_ns, rss};
+use crate::bench::resources::{cpu_self, kernel_kib, mono_ns, open_fds, rss, FdPeak};
 use crate::bench::scenario::{Child, Params, Programs};
 use crate::bench::stats::LineClock;
 
@@ -373,11 +373,23 @@ fn scenario(
                 }
                 m.extra
                     .insert("idle_cpu_s".into(), (cpu_self() - c0).as_secs_f64());
+                let fds_fleet = open_fds();
+                let fd_peak = FdPeak::start();
                 let cpu_kill = cpu_self();
                 let (ended, killall_s) = kill_all(&mut book, FLEET, ctx, m, &events, &sub_rx, true);
                 let kill_cpu = (cpu_self() - cpu_kill).as_secs_f64();
+                let peak = fd_peak.peak();
                 m.extra.insert("killall_cpu_s".into(), kill_cpu);
                 m.extra.insert("killall_s".into(), killall_s);
+                m.extra.insert("fds_fleet".into(), fds_fleet as f64);
+                m.extra.insert("fds_peak_killall".into(), peak as f64);
+                let line = format!(
+                    "{n} tasks: process fds {fds_fleet} with the fleet up, peak {peak} during \
+                     kill-all (pidfds lent at most {} at once); kill-all CPU {kill_cpu:.2} s",
+                    pool.stats().lent_pidfds_peak
+                );
+                ctx.note(&line);
+                m.notes.push(line);
                 m.tasks = n as u64;
                 m.peak_tasks = n as u64;
                 m.work = ended as f64;

@@ -1,0 +1,111 @@
+"""Whole-tree terminate and kill: a `setsid` grandchild in cgroup mode, a plain grandchild in
+process-group mode, and shutdown of a pool with live trees. After each test no process of
+it is alive (the ``tag`` fixture checks /proc)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import pidring
+from conftest import cgroup_pool, check_order, collect, wait_output
+
+# The main process starts a plain background grandchild and one that leaves for its own
+# session (a daemon: a process-group kill cannot reach it), which says "ready" from there.
+SETSID_TREE = "sleep 1000 & setsid sh -c 'echo ready; exec sleep 1000' & wait"
+PLAIN_TREE = "sleep 1000 & sleep 1000 & echo ready; wait"
+
+
+def end_tree(pool, tag, script, how):
+    task = pool.spawn(["sh", "-c", script], grace=5, extra_env=tag.env)
+    wait_output(pool, task, b"ready")
+    assert len(tag.alive()) == 3, "the tree is the shell and its two sleeping children"
+    getattr(task, how)()
+    events = collect(pool, [task])[task.id]
+    check_order(events)
+    return task, events[-1].outcome
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_cgroup_mode_ends_a_tree_with_a_setsid_grandchild(tag, how):
+    with cgroup_pool(workers=1) as pool:
+        assert pool.containment == "cgroup"
+        _, outcome = end_tree(pool, tag, SETSID_TREE, how)
+        # Done comes once the cgroup is empty: nothing of the tree is alive at this point.
+        assert tag.alive() == []
+    assert outcome.reason == "terminated" and outcome.tree_signalled
+    assert outcome.returncode == -(signal.SIGTERM if how == "terminate" else signal.SIGKILL)
+    assert outcome.descendants_killed == 2
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_process_group_mode_ends_a_tree_with_a_plain_grandchild(tag, how):
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        assert pool.containment == "process-group"
+        _, outcome = end_tree(pool, tag, PLAIN_TREE, how)
+    assert outcome.reason == "terminated" and outcome.tree_signalled
+    assert outcome.returncode == -(signal.SIGTERM if how == "terminate" else signal.SIGKILL)
+
+
+def test_terminate_escalates_to_sigkill_for_a_tree_that_ignores_sigterm(tag):
+    script = "trap '' TERM; sleep 1000 & echo ready; wait"
+    with pidring.Pool(workers=1) as pool:
+        task = pool.spawn(["sh", "-c", script], grace=0.3, extra_env=tag.env)
+        wait_output(pool, task, b"ready")
+        task.terminate()
+        outcome = collect(pool, [task])[task.id][-1].outcome
+    assert outcome.reason == "terminated" and outcome.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("containment", ["auto", "process-group"])
+def test_closing_the_pool_kills_every_tree(tag, containment):
+    with pidring.Pool(containment=containment) as pool:
+        tasks = [pool.spawn(["sh", "-c", PLAIN_TREE], extra_env=tag.env) for _ in range(20)]
+        wait_output(pool, tasks, b"ready")
+        assert len(tag.alive()) == 60
+    # Leaving the block killed every tree and waited for them...
+    assert pool.closed and tag.alive() == []
+    # ...and each task's Done can still be read, then iteration ends by itself.
+    done = [e for e in pool.events() if isinstance(e, pidring.Done)]
+    assert sorted(e.task for e in done) == sorted(t.id for t in tasks)
+    assert all(e.outcome.tree_signalled for e in done)
+
+
+def test_a_pool_dropped_without_close_kills_its_trees(tag):
+    pool = pidring.Pool(workers=1)
+    task = pool.spawn(["sh", "-c", PLAIN_TREE], extra_env=tag.env)
+    wait_output(pool, task, b"ready")
+    del pool, task
+    assert tag.alive() == []
+
+
+def test_pids_max_limits_the_tree_in_cgroup_mode(tag):
+    script = "for i in 1 2 3 4 5 6; do sleep 1000 & done; echo forked; wait"
+    with cgroup_pool(workers=1) as pool:
+        task = pool.spawn(["sh", "-c", script], pids_max=3, drain=0.2, extra_env=tag.env)
+        events = collect(pool, [task])[task.id]
+    err = b"".join(e.data for e in events if isinstance(e, pidring.Output) and e.stream == "stderr")
+    assert b"fork" in err.lower(), err  # the shell could not start all six
+
+
+def test_pids_max_needs_cgroup_mode(tag):
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        with pytest.raises(pidring.TaskContainmentError) as info:
+            pool.spawn(["true"], pids_max=5, extra_env=tag.env)
+    assert isinstance(info.value, pidring.SpawnError) and isinstance(info.value, pidring.ContainmentError)
+
+
+def test_process_group_mode_cannot_reach_a_setsid_daemon(tag):
+    # The documented limit of process-group mode (README, "Guarantees and limits"): the
+    # daemon is in another session and survives the group kill. Only cgroup mode ends it.
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        _, outcome = end_tree(pool, tag, SETSID_TREE, "kill")
+    assert outcome.reason == "terminated"
+    survivors = tag.alive()
+    assert len(survivors) == 1
+    for pid in survivors:  # clean up after ourselves, through a pidfd
+        fd = os.pidfd_open(pid)
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.close(fd)
