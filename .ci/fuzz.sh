@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes the task state machine (fuzz/fuzz_targets/task_machine.rs) for $1 seconds
-# (default 60) with the nightly toolchain; fails if the fuzzer finds a crash or a
-# contract violation. Installs cargo-fuzz when it is missing.
+# Fuzzes the task state machine (fuzz/fuzz_targets/task_machine.rs) for two thirds of $1
+# seconds (default 60) and the worker's tree-watch machine (fuzz_targets/tree_watch.rs) for
+# the rest, with the nightly toolchain; fails if the fuzzer finds a crash or a contract
+# violation. Installs cargo-fuzz when it is missing.
 set -euo pipefail
 
 seconds="${1:-60}"
@@ -18,12 +19,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd "$root/fuzz"
-# Work on a scratch copy of the committed seed corpus so the run does not grow the repo.
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cp -r corpus/task_machine/. "$work/"
-
-# libFuzzer exits non-zero on a crash, a panic (contract violation) or a leak; the crashing
-# input is saved under fuzz/artifacts/task_machine/.
-cargo +nightly fuzz run task_machine "$work" -- \
-    -max_total_time="$seconds" -print_final_stats=1
+# Each target works on a scratch copy of its committed seed corpus so the run does not grow
+# the repo. libFuzzer exits non-zero on a crash, a panic (contract violation) or a leak; the
+# crashing input is saved under fuzz/artifacts/<target>/.
+fuzz_one() {
+    local target="$1" secs="$2" work
+    work="$(mktemp -d)"
+    cp -r "corpus/$target/." "$work/"
+    cargo +nightly fuzz run "$target" "$work" -- \
+        -max_total_time="$secs" -print_final_stats=1
+    rm -rf "$work"
+}
+fuzz_one task_machine $(( seconds * 2 / 3 ))
+fuzz_one tree_watch $(( seconds - seconds * 2 / 3 ))
