@@ -19,7 +19,7 @@ use libc::c_char;
 
 use crate::containment::Placement;
 use crate::error::SpawnError;
-use crate::spec::{Stdio, TaskSpec};
+use crate::spec::{Session, Stdio, TaskSpec};
 use crate::task::StreamId;
 
 /// The real value of `CLONE_INTO_CGROUP` (`libc::CLONE_INTO_CGROUP` overflows a `c_int` and is 0).
@@ -52,6 +52,10 @@ pub(crate) struct Prepared {
     channels: Vec<i32>,
     /// The same, sorted (the fds kept open across exec besides 0, 1, 2).
     channels_sorted: Vec<i32>,
+    session: Session,
+    /// Kernel signal sets (bit `n - 1` for signal `n`): started with `SIG_IGN`, and blocked.
+    ignored_mask: u64,
+    blocked_mask: u64,
 }
 
 // SAFETY: the raw pointers in `argv_ptrs` / `envp_ptrs` point into the heap buffers of the
@@ -102,6 +106,21 @@ fn invalid(msg: impl Into<String>) -> SpawnError {
 
 fn cstring(what: &str, bytes: &[u8]) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| invalid(format!("{what} contains a NUL byte")))
+}
+
+/// The kernel signal set of `signals` (bit `n - 1` for signal `n`). Numbers 1 to 64 other
+/// than SIGKILL and SIGSTOP (which can be neither ignored nor blocked).
+fn signal_set(what: &str, signals: &[i32]) -> Result<u64, SpawnError> {
+    let mut set = 0u64;
+    for &sig in signals {
+        if !(1..=64).contains(&sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            return Err(invalid(format!(
+                "cannot {what} signal {sig}: signals are 1 to 64, other than SIGKILL and SIGSTOP"
+            )));
+        }
+        set |= 1u64 << (sig - 1);
+    }
+    Ok(set)
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
@@ -216,6 +235,9 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
         }
     }
 
+    let ignored_mask = signal_set("ignore", &spec.ignored_signals)?;
+    let blocked_mask = signal_set("block", &spec.blocked_signals)?;
+
     let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
     Ok(Prepared {
@@ -237,6 +259,9 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
         stderr: spec.stderr,
         channels: spec.channels.clone(),
         channels_sorted,
+        session: spec.session,
+        ignored_mask,
+        blocked_mask,
     })
 }
 
@@ -256,11 +281,14 @@ pub(crate) struct Child {
 enum Stage {
     Exec = 1,
     Signals = 2,
-    Setsid = 3,
+    /// `setsid` or `setpgid`.
+    Session = 3,
     DeathSignal = 4,
     JoinCgroup = 5,
     Fds = 6,
     Chdir = 7,
+    /// `tcsetpgrp` on the controlling terminal.
+    Terminal = 8,
 }
 
 impl Stage {
@@ -268,11 +296,12 @@ impl Stage {
         Some(match v {
             1 => Stage::Exec,
             2 => Stage::Signals,
-            3 => Stage::Setsid,
+            3 => Stage::Session,
             4 => Stage::DeathSignal,
             5 => Stage::JoinCgroup,
             6 => Stage::Fds,
             7 => Stage::Chdir,
+            8 => Stage::Terminal,
             _ => return None,
         })
     }
@@ -295,6 +324,9 @@ struct ChildCtx<'a> {
     candidates: &'a [CString],
     argv: *const *const c_char,
     envp: *const *const c_char,
+    session: Session,
+    ignored_mask: u64,
+    blocked_mask: u64,
 }
 
 fn errno_of(e: rustix::io::Errno) -> i32 {
@@ -380,6 +412,9 @@ pub(crate) fn spawn(prepared: &Prepared, placement: &Placement) -> Result<Child,
         candidates: &prepared.candidates,
         argv: prepared.argv_ptrs.as_ptr(),
         envp: prepared.envp_ptrs.as_ptr(),
+        session: prepared.session,
+        ignored_mask: prepared.ignored_mask,
+        blocked_mask: prepared.blocked_mask,
     };
     let cgroup_fd = placement.cgroup_dir.as_ref().map(|fd| fd.as_raw_fd());
 
@@ -446,7 +481,11 @@ fn setup_error(
                 format!("child could not join {path}: {os}"),
             ))
         }
-        Stage::Signals | Stage::Setsid | Stage::DeathSignal | Stage::Fds => SpawnError::Io(
+        Stage::Terminal => SpawnError::Io(io::Error::new(
+            os.kind(),
+            format!("cannot make the task the terminal's foreground process group: {os}"),
+        )),
+        Stage::Signals | Stage::Session | Stage::DeathSignal | Stage::Fds => SpawnError::Io(
             io::Error::new(os.kind(), format!("child setup ({stage:?}) failed: {os}")),
         ),
     }
@@ -637,50 +676,23 @@ fn child_main(ctx: &mut ChildCtx<'_>) -> ! {
     // taken and nothing is allocated, so this is sound in the child of a multi-threaded
     // process.
 
-    // 1. Default disposition for every signal (the Rust runtime ignores SIGPIPE; ignored
-    //    signals would survive exec), then an empty mask.
-    let dfl = raw::KernelSigaction {
-        handler: libc::SIG_DFL,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
+    // Every signal stays blocked (the parent blocked them all before the clone) until the
+    // dispositions are reset at the end: no handler of the supervisor can run here, and the
+    // terminal calls below cannot stop the child with SIGTTOU (a blocked SIGTTOU lets a
+    // background group take the terminal, as tini's ignored one does).
+
+    // 1. Own process group (the group signal needs pid == pgid), in a new session or not.
+    let session = match ctx.session {
+        // SAFETY: see above.
+        Session::New => unsafe { libc::syscall(libc::SYS_setsid) },
+        // SAFETY: see above.
+        Session::Group | Session::Foreground => unsafe { libc::syscall(libc::SYS_setpgid, 0, 0) },
     };
-    for sig in 1..65 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: see above; `dfl` is a kernel sigaction of the size passed (sigsetsize 8).
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &dfl as *const raw::KernelSigaction,
-                std::ptr::null_mut::<raw::KernelSigaction>(),
-                8usize,
-            );
-        }
-    }
-    let empty: u64 = 0;
-    // SAFETY: see above; an 8-byte kernel sigset.
-    if let Err(e) = check(unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty as *const u64,
-            std::ptr::null_mut::<u64>(),
-            8usize,
-        )
-    }) {
-        child_fail(err_fd_initial, Stage::Signals, 0, e);
+    if let Err(e) = check(session) {
+        child_fail(err_fd_initial, Stage::Session, 0, e);
     }
 
-    // 2. Own session and process group (the group signal needs pid == pgid).
-    // SAFETY: see above.
-    if let Err(e) = check(unsafe { libc::syscall(libc::SYS_setsid) }) {
-        child_fail(err_fd_initial, Stage::Setsid, 0, e);
-    }
-
-    // 3. Die with the supervisor; if it already died, the death signal was missed.
+    // 2. Die with the supervisor; if it already died, the death signal was missed.
     // SAFETY: see above.
     if let Err(e) = check(unsafe {
         libc::syscall(
@@ -701,7 +713,7 @@ fn child_main(ctx: &mut ChildCtx<'_>) -> ! {
         unsafe { libc::syscall(libc::SYS_exit_group, CHILD_FAILED) };
     }
 
-    // 4. Join the v1 hierarchies (CLONE_INTO_CGROUP only places into v2).
+    // 3. Join the v1 hierarchies (CLONE_INTO_CGROUP only places into v2).
     for (i, path) in ctx.v1_procs.iter().enumerate() {
         // SAFETY: see above; `path` is a NUL-terminated C string.
         let fd = match check(unsafe {
@@ -725,7 +737,7 @@ fn child_main(ctx: &mut ChildCtx<'_>) -> ! {
         }
     }
 
-    // 5. Streams. First move every source (and the error pipe) above the highest target, so
+    // 4. Streams. First move every source (and the error pipe) above the highest target, so
     //    that no dup2 onto a target clobbers a source that happens to have that number.
     let floor = ctx.max_target as libc::c_long + 1;
     if ctx.err_fd as libc::c_long <= ctx.max_target as libc::c_long {
@@ -777,7 +789,73 @@ fn child_main(ctx: &mut ChildCtx<'_>) -> ! {
         }
     }
 
-    // 6. Working directory.
+    // 5. The foreground of the controlling terminal, through the first of the child's own
+    //    fds 0, 1, 2 that is that terminal (ENOTTY: not a terminal, or not ours; EBADF:
+    //    closed; ENXIO/EIO: hung up). None is: the task stays a background group.
+    if ctx.session == Session::Foreground {
+        // SAFETY: see above.
+        let pgid = unsafe { libc::syscall(libc::SYS_getpid) } as libc::pid_t;
+        for fd in 0..3 {
+            // SAFETY: see above; TIOCSPGRP reads one pid_t from a live stack variable.
+            match check(unsafe {
+                libc::syscall(
+                    libc::SYS_ioctl,
+                    fd,
+                    libc::TIOCSPGRP,
+                    &pgid as *const libc::pid_t,
+                )
+            }) {
+                Ok(_) => break,
+                Err(libc::ENOTTY | libc::EBADF | libc::ENXIO | libc::EIO | libc::EINVAL) => {}
+                Err(e) => child_fail(err_fd, Stage::Terminal, fd as u32, e),
+            }
+        }
+    }
+
+    // 6. Signals: the dispositions asked for (SIG_IGN survives exec, a handler would not, and
+    //    the supervisor's own — the Rust runtime ignores SIGPIPE — must not leak), then the
+    //    mask asked for (empty by default).
+    for sig in 1..65 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let action = raw::KernelSigaction {
+            handler: if ctx.ignored_mask & (1u64 << (sig - 1)) != 0 {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            },
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: see above; `action` is a kernel sigaction of the size passed (sigsetsize 8).
+        if let Err(e) = check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &action as *const raw::KernelSigaction,
+                std::ptr::null_mut::<raw::KernelSigaction>(),
+                8usize,
+            )
+        }) {
+            child_fail(err_fd, Stage::Signals, sig as u32, e);
+        }
+    }
+    // SAFETY: see above; an 8-byte kernel sigset.
+    if let Err(e) = check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &ctx.blocked_mask as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    }) {
+        child_fail(err_fd, Stage::Signals, 0, e);
+    }
+
+    // 7. Working directory.
     if let Some(cwd) = ctx.cwd {
         // SAFETY: see above; a NUL-terminated C string.
         if let Err(e) = check(unsafe { libc::syscall(libc::SYS_chdir, cwd.as_ptr()) }) {
@@ -785,7 +863,7 @@ fn child_main(ctx: &mut ChildCtx<'_>) -> ! {
         }
     }
 
-    // 7. execve each candidate, with execvp's error rules: remember EACCES, skip the
+    // 8. execve each candidate, with execvp's error rules: remember EACCES, skip the
     //    "not here" errors, stop at any other.
     let mut saw_eacces = false;
     let mut last = libc::ENOENT;

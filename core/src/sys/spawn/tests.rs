@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::test_util::*;
 use super::{prepare, spawn};
 use crate::error::SpawnError;
-use crate::spec::{Stdio, TaskSpec};
+use crate::spec::{Session, Stdio, TaskSpec};
 use crate::task::{ExitStatus, StreamId};
 
 const T: Duration = Duration::from_secs(10);
@@ -414,4 +414,226 @@ fn spawn_rate_vs_std() {
         let ours_pipes = n as f64 / t.elapsed().as_secs_f64();
         println!("round {round}: pidring spawn {ours:.0}/s, with 2 pipes {ours_pipes:.0}/s; std::process::Command {std_rate:.0}/s");
     }
+}
+
+/// Fields of `/proc/<pid>/stat` after the command: (pid, pgrp, session, tty_nr, tpgid).
+fn stat_ids(stat: &str) -> (i32, i32, i32, i32, i32) {
+    let pid = stat.split(' ').next().unwrap().parse().unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<i32> = rest
+        .split(' ')
+        .skip(2)
+        .take(4)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (pid, f[0], f[1], f[2], f[3])
+}
+
+/// `/proc/self/status` and `/proc/self/stat` of a child started from `spec`.
+fn status_and_stat(spec: TaskSpec) -> (String, (i32, i32, i32, i32, i32)) {
+    let mut child = start(spec.arg("/proc/self/status").arg("/proc/self/stat"));
+    let out = String::from_utf8(read_all(&mut child, StreamId::STDOUT)).unwrap();
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0), "{out}");
+    let ids = stat_ids(out.lines().last().unwrap());
+    assert_eq!(ids.0, child.pid);
+    (out, ids)
+}
+
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .map(|l| l[name.len()..].trim().to_owned())
+        .unwrap()
+}
+
+fn mask_of(signals: &[i32]) -> String {
+    format!(
+        "{:016x}",
+        signals.iter().fold(0u64, |m, &s| m | 1 << (s - 1))
+    )
+}
+
+#[test]
+fn ignored_and_blocked_signals_are_the_ones_asked_for() {
+    let _g = serial();
+    let ignored = [libc::SIGHUP, libc::SIGPIPE, libc::SIGUSR1, 40];
+    let blocked = [libc::SIGUSR2, libc::SIGTERM, libc::SIGINT, 64];
+    let (status, _) = status_and_stat(
+        TaskSpec::new("/bin/cat")
+            .ignore_signals(ignored)
+            .block_signals(blocked),
+    );
+    assert_eq!(status_field(&status, "SigIgn:"), mask_of(&ignored));
+    assert_eq!(status_field(&status, "SigBlk:"), mask_of(&blocked));
+}
+
+/// What the supervisor ignores and blocks does not reach the child: SIGUSR1 ignored by the
+/// whole process, SIGUSR2 blocked by the spawning thread. Done on a thread of its own, so
+/// the mask change cannot leak into other tests.
+#[test]
+fn supervisor_dispositions_and_mask_are_reset() {
+    let _g = serial();
+    std::thread::spawn(|| {
+        // SAFETY: a process-wide disposition change, restored below; the handler is SIG_IGN.
+        let old = unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+        // SAFETY: plain sigset_t values on this thread's stack.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let own_status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_ne!(status_field(&own_status, "SigBlk:"), "0000000000000000");
+        let (status, _) = status_and_stat(TaskSpec::new("/bin/cat"));
+        // SAFETY: restores the disposition saved above.
+        unsafe { libc::signal(libc::SIGUSR1, old) };
+        assert_eq!(status_field(&status, "SigIgn:"), "0000000000000000");
+        assert_eq!(status_field(&status, "SigBlk:"), "0000000000000000");
+        // Asked for, an ignored signal is kept.
+        let (status, _) =
+            status_and_stat(TaskSpec::new("/bin/cat").ignore_signals([libc::SIGUSR1]));
+        assert_eq!(status_field(&status, "SigIgn:"), mask_of(&[libc::SIGUSR1]));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn invalid_signal_numbers_are_rejected() {
+    for bad in [0, -1, 65, i32::MAX, libc::SIGKILL, libc::SIGSTOP] {
+        for spec in [
+            TaskSpec::new("/bin/true").ignore_signals([libc::SIGHUP, bad]),
+            TaskSpec::new("/bin/true").block_signals([bad]),
+        ] {
+            assert!(
+                matches!(prepare(&spec), Err(SpawnError::InvalidSpec(_))),
+                "{spec:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn session_modes_without_a_terminal() {
+    let _g = serial();
+    // SAFETY: getsid(0) reads our own session id.
+    let our_session = unsafe { libc::getsid(0) };
+    let (_, (pid, pgrp, session, _, _)) =
+        status_and_stat(TaskSpec::new("/bin/cat").session(Session::New));
+    assert_eq!((pgrp, session), (pid, pid), "New: own session and group");
+    for mode in [Session::Group, Session::Foreground] {
+        let (_, (pid, pgrp, session, _, _)) =
+            status_and_stat(TaskSpec::new("/bin/cat").session(mode));
+        assert_eq!(
+            (pgrp, session),
+            (pid, our_session),
+            "{mode:?}: own group in our session"
+        );
+    }
+}
+
+/// With a controlling terminal: `Foreground` makes the task's group the terminal's
+/// foreground group (and is not stopped by SIGTTOU doing so), `Group` leaves it in the
+/// background, `New` has no terminal. Runs in a copy of this test binary that leads a new
+/// session with a pseudo-terminal as its controlling terminal and stdin.
+#[test]
+fn session_modes_with_a_terminal() {
+    let _g = serial();
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on the master fd we own; the name
+    // buffer is a live stack array of the size passed.
+    let (master, slave_name) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        (
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master),
+            std::ffi::CStr::from_ptr(name.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_name)
+        .unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "sys::spawn::tests::terminal_inner",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PIDRING_TTY_INNER", "1")
+    .stdin(slave);
+    // SAFETY: setsid and TIOCSCTTY are async-signal-safe syscalls; fd 0 is the slave.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(master);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("terminal inner ok"), "{text}");
+}
+
+#[test]
+fn terminal_inner() {
+    if std::env::var_os("PIDRING_TTY_INNER").is_none() {
+        return; // only in the copy started by `session_modes_with_a_terminal`
+    }
+    // SAFETY: plain queries of our own ids and of fd 0.
+    let (me, tty_pgrp) = unsafe { (libc::getpid(), libc::tcgetpgrp(0)) };
+    assert_eq!(
+        tty_pgrp, me,
+        "the inner process leads the terminal's session"
+    );
+    let cat = || TaskSpec::new("/bin/cat").stdin(Stdio::Inherit);
+    let (_, (pid, pgrp, session, tty, tpgid)) = status_and_stat(cat().session(Session::Group));
+    assert_eq!((pgrp, session), (pid, me));
+    assert_ne!(tty, 0, "Group keeps the controlling terminal");
+    assert_eq!(tpgid, me, "Group stays in the background");
+    let (_, (pid, pgrp, session, tty, tpgid)) = status_and_stat(cat().session(Session::Foreground));
+    assert_eq!((pgrp, session), (pid, me));
+    assert_ne!(tty, 0);
+    assert_eq!(tpgid, pid, "Foreground takes the terminal");
+    // The terminal is found on fd 2 too, when 0 and 1 are not it.
+    // SAFETY: tcsetpgrp on our controlling terminal, SIGTTOU ignored around it (we are in the
+    // background now), restored after.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        assert_eq!(libc::tcsetpgrp(0, me), 0);
+        libc::signal(libc::SIGTTOU, old);
+    }
+    let stderr_tty = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/tty")
+        .unwrap();
+    let saved_stderr = rustix::io::dup(std::io::stderr().as_fd()).unwrap();
+    rustix::stdio::dup2_stderr(&stderr_tty).unwrap();
+    let spec = TaskSpec::new("/bin/cat")
+        .stderr(Stdio::Inherit)
+        .session(Session::Foreground);
+    let result = status_and_stat(spec);
+    rustix::stdio::dup2_stderr(&saved_stderr).unwrap();
+    let (_, (pid, _, _, _, tpgid)) = result;
+    assert_eq!(tpgid, pid, "Foreground through fd 2");
+    let (_, (pid, pgrp, session, tty, _)) = status_and_stat(cat().session(Session::New));
+    assert_eq!((pgrp, session, tty), (pid, pid, 0), "New has no terminal");
+    println!("terminal inner ok");
 }
