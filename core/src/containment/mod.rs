@@ -90,8 +90,6 @@ pub(crate) struct PoolContainment {
 struct PoolCgroups {
     /// The pool's v2 cgroup directory.
     v2_dir: PathBuf,
-    /// Its path as `/proc/<pid>/cgroup` shows it.
-    v2_rel: String,
     /// Controllers enabled for the task cgroups in v2.
     v2_pids: bool,
     v2_memory: bool,
@@ -243,7 +241,6 @@ impl PoolContainment {
         cgroup::make_dir(&dir)?;
         let mut task = TaskCgroup {
             dir,
-            rel: cgroup::join_rel(&c.v2_rel, &name),
             v1_dirs: Vec::new(),
         };
         match c.apply_limits(&mut task, &name, limits) {
@@ -276,7 +273,7 @@ impl PoolCgroups {
             std::process::id(),
             POOLS.fetch_add(1, Ordering::Relaxed)
         );
-        let (v2_dir, v2_rel) = create_pool_dir(v2, &name)?;
+        let (v2_dir, _) = create_pool_dir(v2, &name)?;
         // Enable pids / memory for the task cgroups where the parent offers them.
         let offered =
             std::fs::read_to_string(v2_dir.join("cgroup.controllers")).unwrap_or_default();
@@ -298,7 +295,6 @@ impl PoolCgroups {
         let v2_memory = enable("memory");
         Ok(PoolCgroups {
             v2_dir,
-            v2_rel,
             v2_pids,
             v2_memory,
             v2_note: notes.join("; "),
@@ -426,8 +422,6 @@ pub(crate) struct TaskContainment {
 #[derive(Debug)]
 struct TaskCgroup {
     dir: PathBuf,
-    /// As `/proc/<pid>/cgroup` shows it.
-    rel: String,
     /// The task's cgroups in v1 hierarchies (limits on a hybrid host).
     v1_dirs: Vec<PathBuf>,
 }
@@ -486,7 +480,7 @@ impl TaskContainment {
                 return Ok(members);
             }
         }
-        cgroup::signal_members(&c.dir, &c.rel, signal)
+        cgroup::signal_members(&c.dir, signal)
     }
 
     /// Whether any process of the tree is still alive.
