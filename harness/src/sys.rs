@@ -247,7 +247,7 @@ impl SignalFd {
             signo: u32_at(0) as i32,
             code: u32_at(8) as i32,
             pid: u32_at(12) as i32,
-            status: u32_at(48) as i32,
+            status: u32_at(40) as i32,
         })
     }
 

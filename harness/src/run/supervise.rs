@@ -117,7 +117,10 @@ pub fn supervise(
             return fail(report, format!("cannot set up the output relay: {e}"));
         }
     };
-    let (session, terminal) = terminal::choose([false, plan.stdout, plan.stderr]);
+    let (session, terminal) = terminal::choose(
+        [false, plan.stdout, plan.stderr],
+        entry.ignored.contains(libc::SIGINT),
+    );
     tracing::debug!(?session, ?plan, "session and stdio");
 
     let program = cfg.command.first().cloned().unwrap_or_default();

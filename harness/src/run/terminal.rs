@@ -7,7 +7,10 @@
 //!   controlling terminal and pidring's process group is its foreground group:
 //!   [`Session::Foreground`]: PROGRAM's group becomes the foreground group (it reads the
 //!   terminal, and `^C`, `^\`, `^Z` and window-size changes reach it directly);
-//! - that terminal, but pidring is in the background (`pidring run … &`):
+//! - that terminal, but pidring is in the background (`pidring run … &` from an interactive
+//!   shell, or from a script: a shell without job control starts background commands in its
+//!   own process group, which may be the foreground one, but with SIGINT ignored, and that is
+//!   how pidring, like GNU timeout, tells):
 //!   [`Session::Group`]: PROGRAM stays in pidring's session, in the background, and stops
 //!   on a terminal read as any background job does (see job control below);
 //! - no terminal: [`Session::New`], PROGRAM's own session, no controlling terminal.
@@ -33,8 +36,9 @@ pub struct Terminal {
 }
 
 /// The session PROGRAM gets, and the terminal involved (see the module docs). `relayed`
-/// tells which of fds 0, 1, 2 PROGRAM gets as a relay pipe instead of pidring's own.
-pub fn choose(relayed: [bool; 3]) -> (Session, Option<Terminal>) {
+/// tells which of fds 0, 1, 2 PROGRAM gets as a relay pipe instead of pidring's own;
+/// `background` that pidring was started as a background command (SIGINT ignored).
+pub fn choose(relayed: [bool; 3], background: bool) -> (Session, Option<Terminal>) {
     let Some(session) = sys::own_session() else {
         return (Session::New, None);
     };
@@ -46,7 +50,7 @@ pub fn choose(relayed: [bool; 3]) -> (Session, Option<Terminal>) {
         return (Session::New, None);
     };
     let terminal = Terminal { fd, own_group };
-    if terminal.foreground() == Some(own_group) {
+    if !background && terminal.foreground() == Some(own_group) {
         (Session::Foreground, Some(terminal))
     } else {
         (Session::Group, Some(terminal))
