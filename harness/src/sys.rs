@@ -454,6 +454,17 @@ pub fn peek_exited_child() -> Option<i32> {
     (pid > 0).then_some(pid)
 }
 
+/// Whether this process has any child at all (running or not yet reaped): one
+/// `waitid(P_ALL, WNOWAIT)` that fails with ECHILD when there is none. Cheaper than reading
+/// `/proc`, and the same in every PID namespace.
+pub fn has_children() -> bool {
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    !matches!(
+        rustix::process::waitid(WaitId::All, opts),
+        Err(rustix::io::Errno::CHILD)
+    )
+}
+
 /// Reaps our exited child `pid` without blocking; true if it was reaped here.
 pub fn reap_exited(pid: i32) -> bool {
     let Some(p) = Pid::from_raw(pid) else {

@@ -583,7 +583,19 @@ impl Running<'_> {
         if self.cfg.personality == Personality::Tini {
             self.voice.tini(3, "Received SIGCHLD");
         }
-        for pid in sweep::reap_orphans(self.main_pid) {
+        // The main process's own exit is the pool's to reap (and the pool then reaps the
+        // orphans it may have left): nothing to do here for that one.
+        let main_ended = info.pid == self.main_pid
+            && matches!(
+                info.code,
+                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+            );
+        let reaped = if main_ended {
+            Vec::new()
+        } else {
+            sweep::reap_orphans(self.main_pid)
+        };
+        for pid in reaped {
             self.voice
                 .tini(3, &format!("Reaped child with pid: '{pid}'"));
             if self.cfg.warn_on_reap {

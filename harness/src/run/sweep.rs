@@ -16,9 +16,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// Pids of pidring's children, as numbered by the mounted `/proc` (see [`ProcNumbering`]).
-/// Zombies included.
+/// Zombies included. Without any child (the usual case), `/proc` is not read at all.
 pub fn children_in_proc() -> Vec<i32> {
     let mut out = Vec::new();
+    if !crate::sys::has_children() {
+        return out;
+    }
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
