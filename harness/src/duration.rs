@@ -80,7 +80,7 @@ enum Number {
     Infinite {
         negative: bool,
     },
-    NotANumber,
+    NaN,
 }
 
 /// Significant digits kept: 10^24 times the largest unit (a day in ns, < 10^14) fits a u128.
@@ -94,7 +94,7 @@ impl Number {
     /// nanosecond, saturating at [`FOREVER`].
     fn to_duration(self, nanos_per_unit: u128) -> Result<Duration, String> {
         let (negative, mantissa, exponent, binary, sticky) = match self {
-            Number::NotANumber => return Err("not a number".into()),
+            Number::NaN => return Err("not a number".into()),
             Number::Infinite { negative: true } => {
                 return Err("negative durations are not allowed".into())
             }
@@ -137,7 +137,7 @@ impl Number {
                     break;
                 }
                 let d = if binary { 2 } else { 10 };
-                remainder |= v % d != 0;
+                remainder |= !v.is_multiple_of(d);
                 v /= d;
             }
             v + u128::from(remainder)
@@ -188,7 +188,7 @@ fn scan_number(s: &[u8]) -> Option<(Number, &[u8])> {
                 }
             }
         }
-        return Some((Number::NotANumber, &rest[end..]));
+        return Some((Number::NaN, &rest[end..]));
     }
     let hex_start = rest.len() >= 2
         && rest[0] == b'0'

@@ -12,6 +12,8 @@
 //! module of `helper`, which stays self-contained because the tests crate compiles it too.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), no_main)]
+// Unit-test builds have the test harness's `main`, not `sys::main`: the entry goes unused.
+#![cfg_attr(test, allow(dead_code))]
 
 mod bench;
 mod duration;

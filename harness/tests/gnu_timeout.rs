@@ -202,13 +202,6 @@ fn timeout_cmd(p: &Personalities) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn wait_file(p: &Personalities, name: &str) -> bool {
-    (0..630).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        p.dir.path(name).exists()
-    })
-}
-
 #[test]
 fn timeout_group_sh_a_signal_to_the_group() {
     // A terminating signal sent to timeout's (foreground) process group reaches COMMAND.

@@ -216,7 +216,7 @@ pub fn supervise(
 fn spawn_failed(cfg: &Config, voice: &Voice, e: &SpawnError, report: &mut Report) -> Finish {
     let program = cfg.program_shown();
     let errno = spawn_errno(e);
-    let why = errno.map(|n| strerror(n)).unwrap_or_else(|| e.to_string());
+    let why = errno.map(strerror).unwrap_or_else(|| e.to_string());
     let (msg, code) = match cfg.personality {
         Personality::Run => (
             format!("cannot run '{program}': {e}"),

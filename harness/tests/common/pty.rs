@@ -36,7 +36,7 @@ impl Pty {
         S: AsRef<OsStr>,
     {
         let (mut master, mut slave) = (-1, -1);
-        let mut size = libc::winsize {
+        let size = libc::winsize {
             ws_row: 24,
             ws_col: 80,
             ws_xpixel: 0,
@@ -50,7 +50,7 @@ impl Pty {
                 &mut slave,
                 std::ptr::null_mut(),
                 std::ptr::null(),
-                &mut size,
+                &size,
             )
         };
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
