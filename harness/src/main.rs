@@ -67,6 +67,19 @@ enum Command {
     },
 }
 
+// `pidring run …` parsed on its own: building the whole command (with `bench`'s many
+// options) costs a few hundred microseconds of start-up that `run` need not pay.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pidring run",
+    version,
+    about = "Run PROGRAM; when pidring exits, nothing of PROGRAM's process tree is alive."
+)]
+struct RunCli {
+    #[command(flatten)]
+    args: run::RunArgs,
+}
+
 /// Called by the C entry point (`sys::main`). Returns the exit status.
 fn entry() -> i32 {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -91,6 +104,7 @@ fn entry() -> i32 {
         _ => match args.get(1).and_then(|a| a.to_str()) {
             Some("timeout") => run::timeout(&args[2..], "timeout", &entry),
             Some("init") => run::tini(&argv0, &args[2..], &entry),
+            Some("run") => run_with_clap(&args, &entry),
             _ => with_clap(&entry),
         },
     });
@@ -98,19 +112,30 @@ fn entry() -> i32 {
     code.unwrap_or(101)
 }
 
+/// clap's error, printed, as an exit status: --help and --version succeed; every usage error
+/// is pidring's own failure (125), as GNU timeout does, so that it cannot be mistaken for
+/// PROGRAM's status.
+fn usage_exit(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ => i32::from(run::EXIT_PIDRING_FAILED),
+    }
+}
+
+fn run_with_clap(args: &[OsString], entry: &run::config::Entry) -> i32 {
+    let words = std::iter::once(OsString::from("pidring run")).chain(args[2..].iter().cloned());
+    match RunCli::try_parse_from(words) {
+        Ok(cli) => run::run(cli.args, entry),
+        Err(e) => usage_exit(e),
+    }
+}
+
 fn with_clap(entry: &run::config::Entry) -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            let _ = e.print();
-            // --help and --version succeed; every usage error is pidring's own failure (125),
-            // as GNU timeout does, so that it cannot be mistaken for PROGRAM's status.
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                _ => i32::from(run::EXIT_PIDRING_FAILED),
-            };
-        }
+        Err(e) => return usage_exit(e),
     };
     match cli.command {
         Command::Run(args) => run::run(args, entry),

@@ -21,6 +21,9 @@ fn sh(p: &Personalities, script: &str) -> Run {
 /// `returns_ CODE timeout ...`: the script's status.
 fn status(p: &Personalities, script: &str) -> i32 {
     let r = sh(p, script);
+    if !r.stderr.is_empty() {
+        eprintln!("{script}: stderr: {}", r.stderr_text());
+    }
     r.code.unwrap_or(-1)
 }
 
