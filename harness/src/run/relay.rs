@@ -49,6 +49,9 @@ pub struct Plan {
 
 /// Decides what to relay (see [`StdioMode`]).
 pub fn plan(mode: StdioMode, report: bool) -> Plan {
+    if mode == StdioMode::Inherit || (mode == StdioMode::Auto && !report) {
+        return Plan::default();
+    }
     let kinds = [sys::stdio_kind(1), sys::stdio_kind(2)];
     let wanted = |fd: i32| -> bool {
         let kind = kinds[fd as usize - 1];
