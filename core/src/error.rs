@@ -1,6 +1,7 @@
 //! Typed errors of the public API, one enum per operation.
 
 use std::io;
+use std::path::PathBuf;
 
 use crate::containment::ContainmentError;
 
@@ -19,6 +20,21 @@ pub enum SpawnError {
     TooManyFiles,
     #[error("the system refused a new process (EAGAIN): process or memory limit")]
     TooManyProcesses,
+    /// The child could not change to the task's working directory.
+    #[error("cannot change directory to {}: {source}", path.display())]
+    Cwd {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A step of the child's set-up before exec failed (joining its cgroup, its session,
+    /// the death signal, ...): `step` names it.
+    #[error("child set-up failed while {step}: {source}")]
+    Setup {
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("the pool is full: {0} tasks are live")]
     AtCapacity(usize),
     #[error("containment: {0}")]

@@ -1,9 +1,19 @@
 //! The `pidring` command: `pidring run` (a tree-safe drop-in for `timeout` and `tini`),
 //! `pidring bench`, and the hidden `pidring helper` that tests run as their children.
 //!
+//! Personalities, busybox-style: invoked as `timeout` (a symlink, or `pidring timeout …`)
+//! pidring takes GNU timeout's command line; invoked as `tini` (or `pidring init …`),
+//! tini's. All three run the same supervision (`run::supervise`).
+//!
+//! The binary has no Rust runtime start-up (`#![no_main]`; the C entry point is in `sys`):
+//! the signal dispositions pidring was started with must reach PROGRAM unchanged.
+//!
 //! `unsafe` lives in `sys` (the system layer of `run` and `bench`) and in the private `raw`
 //! module of `helper`, which stays self-contained because the tests crate compiles it too.
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), no_main)]
+// Unit-test builds have the test harness's `main`, not `sys::main`: the entry goes unused.
+#![cfg_attr(test, allow(dead_code))]
 
 mod bench;
 mod duration;
@@ -13,7 +23,6 @@ mod run;
 mod sys;
 
 use std::ffi::OsString;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -21,7 +30,9 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "pidring",
     version,
-    about = "Supervise processes and their whole trees on Linux (io_uring, pidfds, cgroups)"
+    about = "Supervise processes and their whole trees on Linux (io_uring, pidfds, cgroups)",
+    after_help = "Also: `pidring timeout …` (GNU timeout's command line) and `pidring init …` \
+                  (tini's); or install pidring as `timeout` or `tini` (a symlink)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +45,20 @@ enum Command {
     Run(run::RunArgs),
     /// Benchmark the pool.
     Bench(bench::BenchArgs),
+    /// GNU timeout's command line: pidring timeout [OPTION]... DURATION COMMAND [ARG]...
+    /// (handled before argument parsing; see `pidring timeout --help`).
+    #[command(disable_help_flag = true)]
+    Timeout {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// tini's command line: pidring init [OPTIONS] PROGRAM -- [ARGS] (handled before
+    /// argument parsing; see `pidring init -h`).
+    #[command(disable_help_flag = true)]
+    Init {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Test helper (see harness/src/helper.rs); handled before argument parsing.
     #[command(hide = true)]
     Helper {
@@ -42,29 +67,90 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    // The helper must start fast: no clap, no runtime, no subscriber.
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "helper") {
-        helper::main(args.collect());
-    }
+// `pidring run …` parsed on its own: building the whole command (with `bench`'s many
+// options) costs a few hundred microseconds of start-up that `run` need not pay.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pidring run",
+    version,
+    about = "Run PROGRAM; when pidring exits, nothing of PROGRAM's process tree is alive."
+)]
+struct RunCli {
+    #[command(flatten)]
+    args: run::RunArgs,
+}
 
+/// Called by the C entry point (`sys::main`). Returns the exit status.
+fn entry() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The helper must start fast: no clap, no runtime, no subscriber.
+    if args.get(1).is_some_and(|a| a == "helper") {
+        helper::main(args[2..].to_vec());
+    }
+    // What pidring was started with (signal dispositions and mask, children), before it
+    // changes anything; and fds 0-2 open, so that no file pidring opens lands there.
+    sys::reserve_std_fds();
+    let entry = run::config::Entry::capture();
+
+    let argv0 = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let invoked_as = argv0.rsplit('/').next().unwrap_or("");
+    let rest = args.get(1..).unwrap_or(&[]);
+    let code = std::panic::catch_unwind(|| match invoked_as {
+        "timeout" => run::timeout(rest, "timeout", &entry),
+        "tini" | "tini-static" => run::tini(&argv0, rest, &entry),
+        _ => match args.get(1).and_then(|a| a.to_str()) {
+            Some("timeout") => run::timeout(&args[2..], "timeout", &entry),
+            Some("init") => run::tini(&argv0, &args[2..], &entry),
+            Some("run") => run_with_clap(&args, &entry),
+            _ => with_clap(&entry),
+        },
+    });
+    // A panic is a bug; the unwinding dropped the pool, which killed the tree.
+    code.unwrap_or(101)
+}
+
+/// clap's error, printed, as an exit status: --help and --version succeed; every usage error
+/// is pidring's own failure (125), as GNU timeout does, so that it cannot be mistaken for
+/// PROGRAM's status.
+fn usage_exit(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ => i32::from(run::EXIT_PIDRING_FAILED),
+    }
+}
+
+fn run_with_clap(args: &[OsString], entry: &run::config::Entry) -> i32 {
+    let words = std::iter::once(OsString::from("pidring run")).chain(args[2..].iter().cloned());
+    match RunCli::try_parse_from(words) {
+        Ok(cli) => run::run(cli.args, entry),
+        Err(e) => usage_exit(e),
+    }
+}
+
+fn with_clap(entry: &run::config::Entry) -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            let _ = e.print();
-            // --help and --version succeed; every usage error is pidring's own failure (125),
-            // as GNU timeout does, so that it cannot be mistaken for PROGRAM's status.
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-                _ => ExitCode::from(run::EXIT_PIDRING_FAILED),
-            };
-        }
+        Err(e) => return usage_exit(e),
     };
     match cli.command {
-        Command::Run(args) => run::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args, entry),
+        Command::Bench(args) => exit_code(bench::run(args)),
+        Command::Timeout { args } => run::timeout(&args, "timeout", entry),
+        Command::Init { args } => run::tini("pidring init", &args, entry),
         Command::Helper { steps } => helper::main(steps),
+    }
+}
+
+/// `ExitCode` has no accessor; bench reports success or failure only.
+fn exit_code(code: std::process::ExitCode) -> i32 {
+    if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
     }
 }

@@ -217,12 +217,16 @@ fn pidring_own_failures_are_125_with_one_line() {
             "invalid duration '' for --drain",
         ),
         (
-            vec!["run", "--timeout", "1e400", "--", "true"],
-            "for --timeout",
+            vec!["run", "--timeout", "-inf", "--", "true"],
+            "negative durations are not allowed",
         ),
         (
-            vec!["run", "--timeout", "99999999999999999999999h", "--", "true"],
-            "too long",
+            vec!["run", "--timeout", "1x", "--", "true"],
+            "unknown unit 'x'",
+        ),
+        (
+            vec!["run", "--signal", "NOPE", "--", "true"],
+            "invalid signal 'NOPE' for --signal",
         ),
         (vec!["run", "--backend", "epoll", "--", "true"], "epoll"),
         (
@@ -281,6 +285,19 @@ fn pidring_own_failures_are_125_with_one_line() {
         !marker.exists(),
         "PROGRAM ran although the report could not be written"
     );
+
+    // Huge timeouts mean "forever", as in GNU timeout 9.x (issue 12, defect 4: they were
+    // refused with 125 before).
+    for huge in [
+        "1e400",
+        "99999999999999999999999h",
+        "inf",
+        "3650000d",
+        "2.34e+5d",
+    ] {
+        let r = run(["run", "--timeout", huge, "--", "true"], LIMIT);
+        assert_eq!(r.code, Some(0), "--timeout {huge}: {}", r.stderr_text());
+    }
 
     // clap's usage errors are 125 too; --help and --version are 0.
     for args in [
@@ -891,5 +908,7 @@ fn closed_standard_fds_are_survived() {
     assert!(text.starts_with('{') && !text.contains("abcde"), "{text}");
     let rep = report(&path);
     assert_eq!(rep["exit_code"], 6);
-    assert_eq!(rep["stdout_bytes"], 5);
+    // The /dev/null pidring put on the closed fds is passed through to PROGRAM (a relay is
+    // only used for pipes and sockets, issue 12): no byte count. It used to be relayed.
+    assert_eq!(rep["stdout_bytes"], serde_json::Value::Null, "{rep}");
 }

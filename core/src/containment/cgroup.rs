@@ -148,19 +148,36 @@ pub(crate) fn kill(dir: &Path) -> io::Result<bool> {
     }
 }
 
-/// Signals every member of the v2 cgroup at `dir` (whose path as `/proc/<pid>/cgroup` shows
-/// it is `rel`) through pidfds: each pid is opened first, then checked to still be inside
-/// the cgroup, so a pid reused by an unrelated process is never signalled. Returns how
-/// many processes were signalled.
-pub(crate) fn signal_members(dir: &Path, rel: &str, signal: i32) -> io::Result<u64> {
-    let mut count = 0;
+/// Signals every member of the v2 cgroup at `dir` (and below) through pidfds, and returns
+/// how many processes were signalled.
+///
+/// `cgroup.procs` numbers its members in the PID namespace of the reader, which is the one
+/// `pidfd_open` takes pids in, whatever `/proc` is mounted (a supervisor in its own PID
+/// namespace that kept the outer `/proc` would find other processes, or none, there; pid 0
+/// stands for a member outside the reader's namespace). A pid can be reused by an unrelated
+/// process between the read and `pidfd_open`, so the members are read again once every pidfd
+/// is open, and a pidfd is signalled only if its pid is still listed: the pinned process keeps
+/// its pid while it lives, so a listed pid means the pinned process is that member (and a
+/// pinned process that has died meanwhile gives ESRCH). Never `kill(2)` on a bare pid.
+pub(crate) fn signal_members(dir: &Path, signal: i32) -> io::Result<u64> {
+    let mut pinned = Vec::new();
     for pid in procs_recursive(dir)? {
-        let pidfd = match crate::sys::pidfd::open(pid) {
-            Ok(fd) => fd,
+        if pid <= 0 {
+            continue;
+        }
+        match crate::sys::pidfd::open(pid) {
+            Ok(fd) => pinned.push((pid, fd)),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
             Err(e) => return Err(e),
-        };
-        if !pid_in_cgroup(pid, rel) {
+        }
+    }
+    if pinned.is_empty() {
+        return Ok(0);
+    }
+    let members: std::collections::HashSet<i32> = procs_recursive(dir)?.into_iter().collect();
+    let mut count = 0;
+    for (pid, pidfd) in &pinned {
+        if !members.contains(pid) {
             continue;
         }
         match crate::sys::pidfd::send_signal(pidfd.as_fd(), signal, false) {
@@ -170,21 +187,6 @@ pub(crate) fn signal_members(dir: &Path, rel: &str, signal: i32) -> io::Result<u
         }
     }
     Ok(count)
-}
-
-/// Whether `/proc/<pid>/cgroup` puts `pid` in the v2 cgroup `rel` or below it.
-pub(crate) fn pid_in_cgroup(pid: i32, rel: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .is_some_and(|path| {
-            path == rel
-                || path
-                    .strip_prefix(rel)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
 }
 
 /// The path of `child` below `parent` as `/proc/<pid>/cgroup` shows it.

@@ -346,7 +346,6 @@ impl PoolContainment {
         cgroup::make_dir(&dir)?;
         let mut task = TaskCgroup {
             dir,
-            rel: cgroup::join_rel(&c.v2_rel, &name),
             v1_dirs: Vec::new(),
         };
         match c.apply_limits(&mut task, &name, limits) {
@@ -548,8 +547,6 @@ pub(crate) struct TaskContainment {
 #[derive(Debug)]
 struct TaskCgroup {
     dir: PathBuf,
-    /// As `/proc/<pid>/cgroup` shows it.
-    rel: String,
     /// The task's cgroups in v1 hierarchies (limits on a hybrid host).
     v1_dirs: Vec<PathBuf>,
 }
@@ -625,7 +622,7 @@ impl TaskContainment {
                 return Ok(members);
             }
         }
-        cgroup::signal_members(&c.dir, &c.rel, signal)
+        cgroup::signal_members(&c.dir, signal)
     }
 
     /// Whether any process of the tree is still alive; `leader` as for [`signal_tree`].

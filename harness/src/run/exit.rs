@@ -11,6 +11,14 @@ pub const CANNOT_EXECUTE: u8 = 126;
 /// PROGRAM was not found.
 pub const NOT_FOUND: u8 = 127;
 
+/// pidring's own failure (bad options, no pool): 125 as GNU timeout, 1 as tini.
+pub fn failure_code(personality: super::signals::Personality) -> u8 {
+    match personality {
+        super::signals::Personality::Tini => 1,
+        _ => PIDRING_FAILED,
+    }
+}
+
 /// The shell's encoding of a status: the code, or 128 + the signal.
 pub fn from_status(status: ExitStatus) -> Option<u8> {
     match status {

@@ -35,12 +35,15 @@ pub struct Report {
     pub containment: Option<&'static str>,
     /// `uring` or `epoll`; null when no pool could be built.
     pub backend: Option<&'static str>,
-    /// Bytes PROGRAM's tree wrote to stdout / stderr.
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    /// Bytes pidring could not pass on (its own stdout/stderr was closed).
-    pub stdout_dropped: u64,
-    pub stderr_dropped: u64,
+    /// Bytes PROGRAM's tree wrote to stdout / stderr, when pidring relayed that stream
+    /// (`--stdio`); null when PROGRAM wrote to pidring's own stream directly. With stdout
+    /// and stderr on the same pipe, one relay carries both and counts them as stdout.
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+    /// Of those, bytes pidring could not pass on (its reader went away, or did not read
+    /// before pidring had to exit).
+    pub stdout_dropped: Option<u64>,
+    pub stderr_dropped: Option<u64>,
     /// A signal pidring received that made it terminate the tree.
     pub received_signal: Option<i32>,
     /// PROGRAM as given, and its pid when it started.

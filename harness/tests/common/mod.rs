@@ -2,6 +2,8 @@
 //! deadline, reading `--report`, and checking (and cleaning up) processes recorded in pidfiles.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -306,4 +308,105 @@ pub fn pattern_hash(n: usize) -> u64 {
         h = h.wrapping_mul(0x100000001b3);
     }
     h
+}
+
+/// A directory holding symlinks named `timeout` and `tini` to the pidring binary (the
+/// busybox-style personalities), first on the `PATH` of [`sh`].
+pub struct Personalities {
+    pub dir: TempDir,
+}
+
+impl Personalities {
+    pub fn new(name: &str) -> Personalities {
+        let dir = TempDir::new(name);
+        for link in ["timeout", "tini"] {
+            std::os::unix::fs::symlink(BIN, dir.path(link)).expect("symlink");
+        }
+        Personalities { dir }
+    }
+    pub fn timeout(&self) -> PathBuf {
+        self.dir.path("timeout")
+    }
+    pub fn tini(&self) -> PathBuf {
+        self.dir.path("tini")
+    }
+    /// `sh -c SCRIPT` in the directory, with the personalities first on PATH and `$PIDRING`
+    /// naming the binary.
+    pub fn sh(&self, script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        let path = format!(
+            "{}:{}",
+            self.dir.0.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.arg("-c")
+            .arg(script)
+            .current_dir(&self.dir.0)
+            .env("PATH", path)
+            .env("PIDRING", BIN)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+/// Processes whose command line contains `marker` (a unique word a test puts in argv), as
+/// seen in this `/proc`.
+pub fn with_marker(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if !zombie
+            && cmdline
+                .split(|&b| b == 0)
+                .any(|a| String::from_utf8_lossy(a).contains(marker))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kills (SIGKILL) every process whose command line holds `marker`: cleanup after a failed
+/// assertion.
+pub fn kill_marked(marker: &str) {
+    for pid in with_marker(marker) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`...), if the process exists.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// `SigIgn`, `SigBlk` (and others) of a `/proc/<pid>/status` text, as bit masks.
+pub fn sig_masks(status: &str) -> std::collections::HashMap<String, u64> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            if !k.starts_with("Sig") && !k.starts_with("Shd") {
+                return None;
+            }
+            Some((k.to_string(), u64::from_str_radix(v.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+pub fn bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
 }

@@ -7,10 +7,37 @@ use std::time::{Duration, Instant};
 
 use crate::containment::Placement;
 use crate::spec::TaskSpec;
-use crate::sys::spawn::{self, Child};
+use crate::sys::spawn::{self, Child, SpawnMethod};
 use crate::task::{ExitStatus, StreamId};
 
 static PROCESS_TESTS: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// The method `spawn::spawn` uses on this thread (tests only); `None`: the probed one.
+    static METHOD: std::cell::Cell<Option<SpawnMethod>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` once with each spawn method (on this thread).
+pub(crate) fn each_method(f: impl Fn(SpawnMethod)) {
+    for method in [SpawnMethod::Clone3, SpawnMethod::Clone] {
+        METHOD.set(Some(method));
+        f(method);
+    }
+    METHOD.set(None);
+}
+
+/// Runs `f` with `method` on this thread (for tests that spawn from threads of their own).
+pub(crate) fn with_method<T>(method: SpawnMethod, f: impl FnOnce() -> T) -> T {
+    let old = METHOD.replace(Some(method));
+    let out = f();
+    METHOD.set(old);
+    out
+}
+
+/// The method `spawn::spawn` uses now on this thread.
+pub(crate) fn current_method() -> SpawnMethod {
+    METHOD.get().unwrap_or_else(|| spawn::spawn_method().0)
+}
 
 /// Serialises the tests that count fds, look for zombies, reap by pid or change
 /// process-wide state (subreaper): they would see each other's children otherwise.
@@ -138,5 +165,19 @@ pub(crate) fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> b
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Lets children waiting at the test stall point go on to exec.
+pub(crate) fn release_stall() {
+    spawn::TEST_STALL.store(0, std::sync::atomic::Ordering::Release);
+    // SAFETY: FUTEX_WAKE on a static word: wakes every waiter, touches nothing else.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            spawn::TEST_STALL.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+        );
     }
 }

@@ -1,0 +1,264 @@
+//! Resolution, in the supervisor: a [`TaskSpec`] validated and turned into everything the
+//! child will read (argv, envp, the program's candidate paths, the cwd, signal sets) as C
+//! strings and pointer arrays, so that the child never allocates. Runs on the caller's
+//! thread (`Pool::spawn`), never on a worker; never panics on user input.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use libc::c_char;
+
+use crate::error::SpawnError;
+use crate::spec::{Session, Stdio, TaskSpec};
+use crate::task::StreamId;
+
+/// Default search path when the child's environment has no `PATH` (as glibc's `execvp`).
+const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
+/// At most this many extra channels: `StreamId` is a `u8` and channels start at 2.
+const MAX_CHANNELS: usize = 253;
+
+/// Everything the child needs, resolved before the clone (the child may not allocate).
+pub(crate) struct Prepared {
+    /// The program as the user gave it, for error messages.
+    pub(super) program: String,
+    /// Kept alive for `argv_ptrs`.
+    _argv: Vec<CString>,
+    pub(super) argv_ptrs: Vec<*const c_char>,
+    /// Kept alive for `envp_ptrs`.
+    _envp: Vec<CString>,
+    pub(super) envp_ptrs: Vec<*const c_char>,
+    /// Paths to try with `execve`, in order.
+    pub(super) candidates: Vec<CString>,
+    pub(super) cwd: Option<CString>,
+    pub(super) cwd_display: Option<PathBuf>,
+    pub(super) stdin: Stdio,
+    pub(super) stdout: Stdio,
+    pub(super) stderr: Stdio,
+    /// Child fd numbers of the channels, in `StreamId::channel(k)` order.
+    pub(super) channels: Vec<i32>,
+    /// The same, sorted (the fds kept open across exec besides 0, 1, 2).
+    pub(super) channels_sorted: Vec<i32>,
+    pub(super) session: Session,
+    /// Kernel signal sets (bit `n - 1` for signal `n`): started with `SIG_IGN`, and blocked.
+    pub(super) ignored_mask: u64,
+    pub(super) blocked_mask: u64,
+    /// Test builds only: the child waits at the stall point before exec (see
+    /// `child::TEST_STALL`). Asked for with the environment variable `PIDRING_TEST_STALL`.
+    #[cfg(test)]
+    pub(super) stall: bool,
+}
+
+// SAFETY: the raw pointers in `argv_ptrs` / `envp_ptrs` point into the heap buffers of the
+// `CString`s owned by the same `Prepared` (`_argv`, `_envp`), which are never mutated or
+// dropped before the `Prepared` itself; moving the `Prepared` does not move those buffers.
+// Sharing is read-only.
+unsafe impl Send for Prepared {}
+// SAFETY: see `Send`: nothing is ever written through the pointers.
+unsafe impl Sync for Prepared {}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("program", &self.program)
+            .field("candidates", &self.candidates)
+            .field("cwd", &self.cwd_display)
+            .field("channels", &self.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The program as given, for messages.
+    pub(crate) fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// The streams that a spawn returns, in order.
+    pub(crate) fn streams(&self) -> Vec<StreamId> {
+        let mut out = Vec::with_capacity(2 + self.channels.len());
+        if self.stdout == Stdio::Capture {
+            out.push(StreamId::STDOUT);
+        }
+        if self.stderr == Stdio::Capture {
+            out.push(StreamId::STDERR);
+        }
+        for k in 0..self.channels.len() {
+            out.push(StreamId::channel(k as u8));
+        }
+        out
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> SpawnError {
+    SpawnError::InvalidSpec(msg.into())
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| invalid(format!("{what} contains a NUL byte")))
+}
+
+/// The kernel signal set of `signals` (bit `n - 1` for signal `n`). Numbers 1 to 64 other
+/// than SIGKILL and SIGSTOP (which can be neither ignored nor blocked).
+fn signal_set(what: &str, signals: &[i32]) -> Result<u64, SpawnError> {
+    let mut set = 0u64;
+    for &sig in signals {
+        if !(1..=64).contains(&sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            return Err(invalid(format!(
+                "cannot {what} signal {sig}: signals are 1 to 64, other than SIGKILL and SIGSTOP"
+            )));
+        }
+        set |= 1u64 << (sig - 1);
+    }
+    Ok(set)
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    let mut v: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+    v.push(std::ptr::null());
+    v
+}
+
+/// Validates the spec and resolves argv, envp, the program's candidate paths and the cwd.
+pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
+    let program_bytes = spec.program.as_bytes();
+    let program = spec.program.to_string_lossy().into_owned();
+    if program_bytes.is_empty() {
+        return Err(SpawnError::NotFound(program));
+    }
+    if program_bytes.contains(&0) {
+        return Err(invalid("program contains a NUL byte"));
+    }
+
+    // argv[0] is the program as given, like std's Command.
+    let mut argv = Vec::with_capacity(1 + spec.args.len());
+    argv.push(cstring("program", program_bytes)?);
+    for arg in &spec.args {
+        argv.push(cstring("argument", arg.as_bytes())?);
+    }
+
+    // The child's environment: the supervisor's (unless cleared), then the edits in order.
+    let mut env: Vec<(OsString, OsString)> = if spec.env_clear {
+        Vec::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    for (key, value) in &spec.env {
+        let k = key.as_bytes();
+        if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
+            return Err(invalid(format!(
+                "environment variable name {:?} is empty or contains '=' or NUL",
+                key
+            )));
+        }
+        match value {
+            Some(v) => {
+                if v.as_bytes().contains(&0) {
+                    return Err(invalid(format!(
+                        "environment variable {key:?} contains a NUL byte"
+                    )));
+                }
+                match env.iter_mut().find(|(k2, _)| k2 == key) {
+                    Some(slot) => slot.1 = v.clone(),
+                    None => env.push((key.clone(), v.clone())),
+                }
+            }
+            None => env.retain(|(k2, _)| k2 != key),
+        }
+    }
+    let mut envp = Vec::with_capacity(env.len());
+    for (k, v) in &env {
+        let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
+        kv.extend_from_slice(k.as_bytes());
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        envp.push(cstring("environment", &kv)?);
+    }
+
+    // Resolve like execvp, against the child's PATH.
+    let mut candidates = Vec::new();
+    if program_bytes.contains(&b'/') {
+        candidates.push(cstring("program", program_bytes)?);
+    } else {
+        let path: &[u8] = env
+            .iter()
+            .find(|(k, _)| k.as_bytes() == b"PATH")
+            .map(|(_, v)| v.as_bytes())
+            .unwrap_or(DEFAULT_PATH);
+        for dir in path.split(|&b| b == b':') {
+            let mut full = Vec::with_capacity(dir.len() + 1 + program_bytes.len());
+            if !dir.is_empty() {
+                // An empty entry means the current directory.
+                full.extend_from_slice(dir);
+                full.push(b'/');
+            }
+            full.extend_from_slice(program_bytes);
+            candidates.push(cstring("PATH entry", &full)?);
+        }
+    }
+
+    let cwd = match &spec.cwd {
+        Some(dir) => Some(cstring("cwd", dir.as_os_str().as_bytes())?),
+        None => None,
+    };
+
+    // Channels: child fds 3 and up, distinct, below RLIMIT_NOFILE.
+    if spec.channels.len() > MAX_CHANNELS {
+        return Err(invalid(format!("at most {MAX_CHANNELS} channels")));
+    }
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let mut channels_sorted = spec.channels.clone();
+    channels_sorted.sort_unstable();
+    for (i, &fd) in channels_sorted.iter().enumerate() {
+        if fd < 3 {
+            return Err(invalid(format!("channel fd {fd} must be 3 or more")));
+        }
+        if fd as u64 >= nofile || fd >= i32::MAX - 1 {
+            return Err(invalid(format!(
+                "channel fd {fd} is not below RLIMIT_NOFILE ({nofile})"
+            )));
+        }
+        if i > 0 && channels_sorted.get(i - 1) == Some(&fd) {
+            return Err(invalid(format!("channel fd {fd} is given twice")));
+        }
+    }
+
+    let ignored_mask = signal_set("ignore", &spec.ignored_signals)?;
+    let blocked_mask = signal_set("block", &spec.blocked_signals)?;
+
+    #[cfg(test)]
+    let stall = spec
+        .env
+        .iter()
+        .any(|(k, v)| k == "PIDRING_TEST_STALL" && v.is_some());
+
+    let argv_ptrs = null_terminated(&argv);
+    let envp_ptrs = null_terminated(&envp);
+    Ok(Prepared {
+        program,
+        _argv: argv,
+        argv_ptrs,
+        _envp: envp,
+        envp_ptrs,
+        candidates,
+        cwd,
+        cwd_display: spec.cwd.clone(),
+        // Writing to a child's stdin is not supported: `Capture` there means `/dev/null`.
+        stdin: if spec.stdin == Stdio::Inherit {
+            Stdio::Inherit
+        } else {
+            Stdio::Null
+        },
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+        channels: spec.channels.clone(),
+        channels_sorted,
+        session: spec.session,
+        ignored_mask,
+        blocked_mask,
+        #[cfg(test)]
+        stall,
+    })
+}
