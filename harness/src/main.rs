@@ -115,13 +115,49 @@ fn entry() -> i32 {
 /// clap's error, printed, as an exit status: --help and --version succeed; every usage error
 /// is pidring's own failure (125), as GNU timeout does, so that it cannot be mistaken for
 /// PROGRAM's status.
+///
+/// A usage error is one line on stderr (`pidring: invalid value 'x' for '--backend
+/// <BACKEND>' (possible values: auto, uring, epoll); see --help`), like every other failure
+/// of pidring's own.
 fn usage_exit(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
-    let _ = e.print();
+    use std::io::Write;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-        _ => i32::from(run::EXIT_PIDRING_FAILED),
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                i32::from(run::EXIT_PIDRING_FAILED)
+            } else {
+                0
+            }
+        }
+        _ => {
+            let line = one_line(&e.render().to_string());
+            let _ = writeln!(std::io::stderr(), "pidring: {line}; see --help");
+            i32::from(run::EXIT_PIDRING_FAILED)
+        }
     }
+}
+
+/// clap's rendered error as one line: its message, with the possible values (if any) in
+/// parentheses, without the usage and the "For more information" lines.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid usage");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    for extra in lines {
+        if let Some(values) = extra
+            .strip_prefix("[possible values: ")
+            .and_then(|v| v.strip_suffix(']'))
+        {
+            line.push_str(&format!(" (possible values: {values})"));
+        } else if let Some(tip) = extra.strip_prefix("tip: ") {
+            line.push_str(&format!(" ({tip})"));
+        }
+    }
+    line
 }
 
 fn run_with_clap(args: &[OsString], entry: &run::config::Entry) -> i32 {

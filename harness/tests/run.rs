@@ -228,7 +228,10 @@ fn pidring_own_failures_are_125_with_one_line() {
             vec!["run", "--signal", "NOPE", "--", "true"],
             "invalid signal 'NOPE' for --signal",
         ),
-        (vec!["run", "--backend", "epoll", "--", "true"], "epoll"),
+        (
+            vec!["run", "--backend", "kqueue", "--", "true"],
+            "invalid value 'kqueue'",
+        ),
         (
             vec!["run", "--report", "/nonexistent-dir/r.json", "--", "true"],
             "cannot write report",
@@ -249,7 +252,7 @@ fn pidring_own_failures_are_125_with_one_line() {
             "{args:?}: {err:?}"
         );
     }
-    // The report says what went wrong, when it can be written.
+    // The report says which driver and containment ran, and why.
     let r = run(
         [
             "run",
@@ -257,15 +260,19 @@ fn pidring_own_failures_are_125_with_one_line() {
             report_path.to_str().unwrap(),
             "--backend",
             "epoll",
+            "--containment",
+            "process-group",
             "--",
             "true",
         ],
         LIMIT,
     );
-    assert_eq!(r.code, Some(125));
+    assert_eq!(r.code, Some(0), "{}", r.stderr_text());
     let rep = report(&report_path);
-    assert_eq!(rep["exit_code"], 125);
-    assert!(s(&rep, "error").contains("epoll"), "{rep}");
+    assert_eq!(rep["backend"], "epoll", "{rep}");
+    assert_eq!(rep["backend_reason"], "requested", "{rep}");
+    assert_eq!(rep["containment"], "process-group", "{rep}");
+    assert_eq!(rep["containment_reason"], "requested", "{rep}");
     // An unwritable report is refused before PROGRAM runs.
     let marker = t.path("ran");
     let r = run(

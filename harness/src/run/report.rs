@@ -33,8 +33,14 @@ pub struct Report {
     pub tree_signalled: bool,
     /// `cgroup` or `process-group`; null when no pool could be built.
     pub containment: Option<&'static str>,
+    /// Why that containment: "requested", or why no cgroup could be made (a read-only
+    /// cgroupfs in a container, ...); null when no pool could be built.
+    pub containment_reason: Option<String>,
     /// `uring` or `epoll`; null when no pool could be built.
     pub backend: Option<&'static str>,
+    /// Why that driver: "requested", or why io_uring was refused (seccomp,
+    /// `kernel.io_uring_disabled`, a missing opcode); null when no pool could be built.
+    pub backend_reason: Option<String>,
     /// Bytes PROGRAM's tree wrote to stdout / stderr, when pidring relayed that stream
     /// (`--stdio`); null when PROGRAM wrote to pidring's own stream directly. With stdout
     /// and stderr on the same pipe, one relay carries both and counts them as stdout.

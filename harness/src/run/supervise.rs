@@ -96,7 +96,9 @@ pub fn supervise(
         }
     };
     report.containment = Some(pool.containment().as_str());
+    report.containment_reason = Some(pool.containment_reason().to_owned());
     report.backend = Some(pool.backend().as_str());
+    report.backend_reason = Some(pool.backend_reason().to_owned());
     tracing::info!(
         containment = pool.containment().as_str(),
         containment_reason = pool.containment_reason(),
