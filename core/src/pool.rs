@@ -422,7 +422,7 @@ fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>, cleanu
 pub struct TaskHandle {
     id: TaskId,
     pid: u32,
-    slot: u32,
+    pub(crate) slot: u32,
     worker: Arc<WorkerShared>,
 }
 

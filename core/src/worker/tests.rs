@@ -248,3 +248,32 @@ fn a_panicking_callback_does_not_stop_the_pool_and_spawn_from_it_is_refused() {
         assert_eq!(zombies(), 0);
     });
 }
+
+#[test]
+fn a_stale_handle_never_reaches_the_task_that_reuses_its_slot() {
+    both(|backend| {
+        let faults = Arc::new(Faults::default());
+        let Some(pool) = pool(backend, Containment::ProcessGroup, &faults) else {
+            return;
+        };
+        let first = pool.spawn(TaskSpec::new("true")).unwrap();
+        let _ = collect(&pool, &[first.id()]);
+        let second = pool.spawn(TaskSpec::new("sleep").arg("600")).unwrap();
+        assert_eq!(second.slot, first.slot, "the slab reuses the freed slot");
+        // A handle of the first task that names the second's slot, as one would after its
+        // 16-bit slot generation wrapped: only the full id tells them apart.
+        let mut stale = first.clone();
+        stale.slot = second.slot;
+        stale.kill().unwrap();
+        stale.terminate().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            pool.events().try_recv().is_err(),
+            "{backend:?}: the stale handle reached the second task"
+        );
+        second.kill().unwrap();
+        let events = collect(&pool, &[second.id()]);
+        assert_eq!(outcome(&events[&second.id()]).status, ExitStatus::Signal(9));
+        pool.shutdown();
+    });
+}

@@ -1,7 +1,11 @@
-//! Allocation of the ring's fixed-file (direct descriptor) table: a free list.
+//! Allocation of the ring's fixed-file (direct descriptor) table: a free list, which refuses
+//! to take a slot back twice (two tasks sharing one pidfd slot would signal each other's
+//! processes).
 
 pub(super) struct FixedSlots {
     free: Vec<u32>,
+    /// Whether each slot is on the free list.
+    is_free: Vec<bool>,
 }
 
 impl FixedSlots {
@@ -9,6 +13,7 @@ impl FixedSlots {
         // Reversed so that low indices go first: the kernel's table stays dense.
         FixedSlots {
             free: (0..size).rev().collect(),
+            is_free: vec![true; size as usize],
         }
     }
 
@@ -22,11 +27,27 @@ impl FixedSlots {
             return None;
         }
         let at = self.free.len() - n;
-        Some(self.free.split_off(at))
+        let taken = self.free.split_off(at);
+        for &slot in &taken {
+            self.is_free[slot as usize] = false;
+        }
+        Some(taken)
     }
 
-    pub(super) fn give_back(&mut self, slot: u32) {
-        self.free.push(slot);
+    /// Returns `slot` to the free list; `false` (and nothing changes) if it is free already
+    /// or not a slot of this table.
+    pub(super) fn give_back(&mut self, slot: u32) -> bool {
+        match self.is_free.get_mut(slot as usize) {
+            Some(free @ false) => {
+                *free = true;
+                self.free.push(slot);
+                true
+            }
+            _ => {
+                tracing::error!(slot, "a fixed slot given back twice (or never taken)");
+                false
+            }
+        }
     }
 }
 
@@ -44,5 +65,23 @@ mod tests {
         slots.give_back(two[0]);
         assert_eq!(slots.take(2).map(|v| v.len()), Some(2));
         assert_eq!(slots.available(), 0);
+    }
+
+    #[test]
+    fn a_slot_cannot_be_given_back_twice() {
+        let mut slots = FixedSlots::new(4);
+        let taken = slots.take(1).unwrap();
+        assert!(slots.give_back(taken[0]));
+        assert!(
+            !slots.give_back(taken[0]),
+            "a double free would share the slot"
+        );
+        assert!(!slots.give_back(99));
+        assert_eq!(slots.available(), 4);
+        let all = slots.take(4).unwrap();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4, "{all:?}");
     }
 }

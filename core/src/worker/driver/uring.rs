@@ -103,7 +103,7 @@ impl UringDriver {
                     // The slot may still hold the file: empty it synchronously before reuse.
                     let _ = self.ring.unregister_file(tag.slot);
                 }
-                self.fixed.give_back(tag.slot);
+                let _ = self.fixed.give_back(tag.slot);
                 return None;
             }
             OpTag::Cancel => return None,
@@ -182,7 +182,7 @@ impl Driver for UringDriver {
         match self.ring.register_file(slot, fd) {
             Ok(()) => Ok(slot),
             Err(e) => {
-                self.fixed.give_back(slot);
+                let _ = self.fixed.give_back(slot);
                 Err(e)
             }
         }
