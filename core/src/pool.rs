@@ -1,9 +1,8 @@
 //! The public face of pidring: a [`Pool`] of io_uring workers, the [`TaskHandle`]s of its
 //! tasks, and the stream of [`Event`]s they produce.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -152,7 +151,9 @@ impl PoolBuilder {
                 BuildError::InvalidOption(format!("cannot become a child subreaper: {e}"))
             })?;
         }
-        let runners = self.subreaper.then(|| Arc::new(Mutex::new(HashSet::new())));
+        let runners = self
+            .subreaper
+            .then(|| Arc::new(crate::worker::spawner::Runners::new()));
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let sink = match &self.callback {
             Some(f) => EventSink::Callback(Arc::clone(f)),
@@ -209,6 +210,8 @@ impl PoolBuilder {
 /// table: the kernel caps it at `RLIMIT_NOFILE`.
 fn raise_fd_limit() -> u32 {
     use rustix::process::{getrlimit, setrlimit, Resource};
+    // Children get the original soft limit back before exec.
+    crate::sys::spawn::remember_nofile_limit();
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;

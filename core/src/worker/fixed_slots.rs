@@ -12,6 +12,7 @@ impl FixedSlots {
         }
     }
 
+    #[cfg(test)]
     pub(super) fn available(&self) -> usize {
         self.free.len()
     }

@@ -3,7 +3,8 @@
 //! the ring polls, so no lock sits on the hot path.
 //!
 //! What the worker does for its tasks:
-//! - spawns them on its own thread (`PR_SET_PDEATHSIG` follows the creating thread);
+//! - spawns them on its spawner threads, which live as long as it does (`PR_SET_PDEATHSIG`
+//!   follows the creating thread) and wait for each exec so that its loop never does;
 //! - keeps each task's pidfd and pipe ends as direct descriptors in the ring's fixed-file
 //!   table, so the process fd table holds no per-task entry;
 //! - turns completions into machine events and machine actions into submissions; the
@@ -12,14 +13,14 @@
 mod backpressure;
 mod event_loop;
 mod fixed_slots;
+pub(crate) mod spawner;
 mod timers;
 pub mod user_data;
 
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -141,8 +142,8 @@ pub(crate) struct WorkerSetup {
     pub(crate) sink: EventSink,
     pub(crate) containment: Arc<PoolContainment>,
     /// Pids of task runners, kept only when the pool is a subreaper, so that orphan
-    /// reaping never takes a runner's status. Locked around each spawn.
-    pub(crate) runners: Option<Arc<Mutex<HashSet<i32>>>>,
+    /// reaping never takes a runner's status.
+    pub(crate) runners: Option<Arc<spawner::Runners>>,
 }
 
 /// Starts a worker thread. Returns once its ring exists, or with the reason it could not.

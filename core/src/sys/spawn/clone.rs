@@ -239,6 +239,12 @@ impl Drop for SignalsBlocked {
     }
 }
 
+/// Blocks every signal on the calling thread for good (a spawner thread: the children it
+/// clones inherit the mask and reset it themselves before exec).
+pub(crate) fn block_all_signals() {
+    std::mem::forget(SignalsBlocked::new());
+}
+
 impl Cloner {
     pub(crate) fn new() -> io::Result<Cloner> {
         Ok(Cloner {

@@ -22,8 +22,8 @@ mod report;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+pub(crate) use clone::{block_all_signals, Cloner, InFlight};
 pub use clone::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
-pub(crate) use clone::{Cloner, InFlight};
 pub(crate) use fds::remember_nofile_limit;
 pub(crate) use prepare::{prepare, Prepared};
 
@@ -101,13 +101,15 @@ pub(crate) fn spawn_with(
     }
 }
 
+#[cfg(test)]
 thread_local! {
     /// A cloner for threads that spawn without a spawner of their own (tests, tools).
     static LOCAL_CLONER: std::cell::RefCell<Option<Cloner>> = const { std::cell::RefCell::new(None) };
 }
 
-/// [`spawn_with`] on the calling thread's own cloner (made at its first spawn). The child's
-/// death signal follows the calling thread: spawn from a thread that outlives the child.
+/// Tests only: [`spawn_with`] on the calling thread's own cloner (made at its first spawn),
+/// with the thread's test method. The child's death signal follows the calling thread.
+#[cfg(test)]
 pub(crate) fn spawn(prepared: &Prepared, placement: &Placement) -> Result<Child, SpawnError> {
     LOCAL_CLONER.with(|cell| {
         let mut cell = cell.borrow_mut();
@@ -115,9 +117,6 @@ pub(crate) fn spawn(prepared: &Prepared, placement: &Placement) -> Result<Child,
             Some(c) => c,
             None => cell.insert(Cloner::new().map_err(SpawnError::Io)?),
         };
-        #[cfg(not(test))]
-        let method = spawn_method().0;
-        #[cfg(test)]
         let method = test_util::current_method();
         let result = spawn_with(cloner, prepared, placement, method);
         cloner.settle();

@@ -69,11 +69,6 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// The program as given, for messages.
-    pub(crate) fn program(&self) -> &str {
-        &self.program
-    }
-
     /// The streams that a spawn returns, in order.
     pub(crate) fn streams(&self) -> Vec<StreamId> {
         let mut out = Vec::with_capacity(2 + self.channels.len());

@@ -2,7 +2,6 @@
 //! [`SpawnError`] that `Pool::spawn`'s caller gets.
 
 use std::io;
-use std::path::PathBuf;
 
 use super::child::Step;
 use super::prepare::Prepared;
@@ -30,7 +29,7 @@ pub(super) fn setup_error(
             SpawnError::from_errno(errno, &prepared.program)
         }
         Step::Chdir => SpawnError::Cwd {
-            path: prepared.cwd_display.clone().unwrap_or_else(PathBuf::new),
+            path: prepared.cwd_display.clone().unwrap_or_default(),
             source: os,
         },
         Step::JoinCgroup => {

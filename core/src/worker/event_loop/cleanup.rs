@@ -61,8 +61,7 @@ impl Worker {
         self.orphans_pending = false;
         self.last_orphan_scan = Instant::now();
         let Some(runners) = &self.runners else { return };
-        let runners = lock(runners);
-        let reaped = crate::containment::reap_orphans(|pid| runners.contains(&pid));
+        let reaped = runners.with(|is_runner| crate::containment::reap_orphans(is_runner));
         if reaped > 0 {
             tracing::debug!(reaped, "reaped orphaned descendants");
         }

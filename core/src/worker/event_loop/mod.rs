@@ -1,7 +1,7 @@
 //! The worker thread's loop: commands in, submissions out, completions to machines,
 //! machine actions to submissions.
 //!
-//! - `spawning`: starting a task on this thread and moving its fds into the ring;
+//! - `spawning`: handing spawns to the spawner threads, adopting the children they started;
 //! - `inputs`: deadlines and completions, turned into machine events;
 //! - `actions`: machine actions, turned into submissions, events and releases;
 //! - `cleanup`: removing released tasks' cgroups and reaping orphans.
@@ -11,13 +11,12 @@ mod cleanup;
 mod inputs;
 mod spawning;
 
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -25,6 +24,7 @@ use slab::Slab;
 
 use super::backpressure::Backpressure;
 use super::fixed_slots::FixedSlots;
+use super::spawner::{Runners, SpawnDone, SpawnRequest, Spawner, Started};
 use super::timers::Timers;
 use super::user_data::{pack, unpack, OpTag, Tag};
 use super::{Command, EventSink, Request, Spawned, WorkerSetup, WorkerShared};
@@ -40,6 +40,9 @@ use crate::task::{
 
 /// How often a paused worker looks whether the user drained the event queue.
 const PRESSURE_RECHECK: Duration = Duration::from_millis(5);
+
+/// How often a stopping worker looks again at spawns still under way.
+const SPAWN_RECHECK: Duration = Duration::from_millis(10);
 
 /// Slot number used in tags that belong to no task.
 const NO_SLOT: u32 = u32::MAX;
@@ -124,7 +127,9 @@ struct Worker {
     sink_gone: bool,
     pressure: Backpressure,
     containment: Arc<PoolContainment>,
-    runners: Option<Arc<Mutex<HashSet<i32>>>>,
+    /// The threads that clone this worker's children and wait for their exec.
+    spawner: Spawner<spawning::PendingSpawn>,
+    runners: Option<Arc<Runners>>,
     scans_orphans: bool,
     periodic_orphan_scan: bool,
     last_orphan_scan: Instant,
@@ -155,7 +160,15 @@ pub(super) fn run(
             return;
         }
     };
+    let spawner = match start_spawner(&setup, &wake) {
+        Ok(spawner) => spawner,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let mut worker = Worker {
+        spawner,
         fixed: FixedSlots::new(ring.fixed_files()),
         ring,
         tasks: Slab::new(),
@@ -192,18 +205,43 @@ pub(super) fn run(
     tracing::debug!(worker = setup.index, "worker stopped");
 }
 
+/// The worker's spawner threads, which wake it through its eventfd after each spawn.
+fn start_spawner(
+    setup: &WorkerSetup,
+    wake: &OwnedFd,
+) -> io::Result<Spawner<spawning::PendingSpawn>> {
+    let wake = wake.try_clone()?;
+    Spawner::start(
+        setup.index,
+        Arc::clone(&setup.containment),
+        setup.runners.clone(),
+        move || {
+            // Fails only if the counter would overflow, which a worker that reads it never
+            // lets happen; the finished spawn is queued either way.
+            let _ = rustix::io::write(&wake, &1u64.to_ne_bytes());
+        },
+    )
+}
+
 impl Worker {
     fn run(&mut self) -> io::Result<()> {
         loop {
             self.take_commands();
+            self.take_spawned();
             self.fire_timers();
             self.check_pressure()?;
             if self.scans_orphans {
                 self.scan_orphans();
             }
-            // Stop once every task is gone and their cgroups are removed.
-            if self.shutting_down && self.tasks.is_empty() && self.ring.rmdirs_in_flight() == 0 {
-                return Ok(());
+            // Stop once every task is gone, no spawn is under way, and the cgroups are removed.
+            if self.shutting_down {
+                if self.spawner.pending() > 0 {
+                    // Normally none (a caller of `spawn` keeps the pool alive); a child
+                    // stuck before exec is killed so that its spawner comes back.
+                    self.spawner.close();
+                } else if self.tasks.is_empty() && self.ring.rmdirs_in_flight() == 0 {
+                    return Ok(());
+                }
             }
             let timeout = self.wait_timeout();
             self.ring.submit_and_wait(timeout)?;
@@ -237,6 +275,10 @@ impl Worker {
         if let Some(every) = scan_every {
             timeout = Some(timeout.map_or(every, |t| t.min(every)));
         }
+        if self.shutting_down && self.spawner.pending() > 0 {
+            // Look again at spawns that a kill may have missed (see `run`).
+            timeout = Some(timeout.map_or(SPAWN_RECHECK, |t| t.min(SPAWN_RECHECK)));
+        }
         timeout
     }
 
@@ -269,17 +311,7 @@ impl Worker {
                     prepared,
                     id,
                     reply,
-                } => {
-                    let result = if self.shutting_down {
-                        Err(SpawnError::PoolClosed)
-                    } else {
-                        self.spawn(&spec, &prepared, id)
-                    };
-                    if let Err(e) = &result {
-                        tracing::debug!(task = %id, error = %e, "spawn failed");
-                    }
-                    let _ = reply.send(result);
-                }
+                } => self.submit_spawn(spec, prepared, id, reply),
                 Command::Control {
                     slot,
                     generation,
@@ -329,11 +361,4 @@ impl OpTag {
 
 fn signal_byte(signal: i32) -> Option<u8> {
     u8::try_from(signal).ok().filter(|s| (1..=64).contains(s))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding this lock leaves a plain set behind: still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,47 +1,87 @@
-//! Starting a task on the worker's own thread (`PR_SET_PDEATHSIG` follows it) and
-//! moving its fds into the ring's fixed-file table.
+//! Starting tasks without waiting: a spawn request goes to the worker's spawner threads
+//! (`submit_spawn`), which clone and wait for the exec; a finished spawn comes back on the
+//! next turn of the loop (`take_spawned`), and its fds move into the ring's fixed-file table
+//! (`adopt`). The caller of `Pool::spawn` waits for the reply; this loop never does.
 
 use super::*;
 
+/// What the worker keeps about a spawn while its spawner works on it.
+pub(super) struct PendingSpawn {
+    spec: Box<TaskSpec>,
+    /// Fixed-file slots reserved for the pidfd and each stream.
+    fixed: Vec<u32>,
+    reply: Sender<Result<Spawned, SpawnError>>,
+}
+
 impl Worker {
-    pub(super) fn spawn(
+    /// Hands a spawn to the spawner threads, with its fixed-file slots reserved; answers at
+    /// once if it cannot be started.
+    pub(super) fn submit_spawn(
         &mut self,
-        spec: &TaskSpec,
-        prepared: &spawn::Prepared,
+        spec: Box<TaskSpec>,
+        prepared: Box<spawn::Prepared>,
         id: TaskId,
-    ) -> Result<Spawned, SpawnError> {
-        let fixed_needed = 1 + prepared.streams().len();
-        if self.fixed.available() < fixed_needed {
-            return Err(SpawnError::AtCapacity(self.tasks.len()));
+        reply: Sender<Result<Spawned, SpawnError>>,
+    ) {
+        if self.shutting_down {
+            let _ = reply.send(Err(SpawnError::PoolClosed));
+            return;
         }
-        let tree = self.containment.prepare(id.0, &spec.limits)?;
-        let child = match tree
-            .placement()
-            .map_err(SpawnError::from)
-            .and_then(|placement| {
-                let _runners = self.runners.as_ref().map(|r| lock(r));
-                let child = spawn::spawn(prepared, &placement)?;
-                if let Some(mut runners) = _runners {
-                    runners.insert(child.pid);
-                }
-                // The cgroup directory fd (in `placement`) closes here: the table stays flat.
-                Ok(child)
-            }) {
-            Ok(child) => child,
-            Err(e) => {
-                if let Err(rm) = tree.remove() {
-                    tracing::warn!(task = %id, error = %rm, "cannot remove the cgroup of a task that failed to spawn");
-                }
-                return Err(e);
-            }
+        let Some(fixed) = self.fixed.take(1 + prepared.streams().len()) else {
+            let _ = reply.send(Err(SpawnError::AtCapacity(
+                self.tasks.len() + self.spawner.pending(),
+            )));
+            return;
         };
-        let fixed = self
-            .fixed
-            .take(1 + child.streams.len())
-            .ok_or(SpawnError::AtCapacity(self.tasks.len()))?;
-        let pid = child.pid;
-        let stream_ids: Vec<StreamId> = child.streams.iter().map(|(s, _)| *s).collect();
-        if let Err(e) = self.register(&fixed, child.pidfd, child.streams) {
+        let request = SpawnRequest {
+            id,
+            prepared,
+            limits: spec.limits,
+        };
+        self.spawner
+            .submit(request, PendingSpawn { spec, fixed, reply });
+    }
+
+    /// Adopts every spawn the spawner threads finished.
+    pub(super) fn take_spawned(&mut self) {
+        while let Some(done) = self.spawner.try_finished() {
+            let SpawnDone { id, result, carry } = done;
+            let PendingSpawn { spec, fixed, reply } = carry;
+            let result = match result {
+                Ok(started) => self.adopt(id, &spec, fixed, started),
+                Err(e) => {
+                    for slot in fixed {
+                        self.fixed.give_back(slot);
+                    }
+                    Err(e)
+                }
+            };
+            if let Err(e) = &result {
+                tracing::debug!(task = %id, error = %e, "spawn failed");
+            }
+            // A caller that went away no longer wants the answer; the task runs regardless.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Makes a started child a task of this worker: its fds into the reserved fixed slots,
+    /// a slot and a state machine. During a shutdown the new task is killed at once, through
+    /// its machine like every other.
+    fn adopt(
+        &mut self,
+        id: TaskId,
+        spec: &TaskSpec,
+        fixed: Vec<u32>,
+        started: Started,
+    ) -> Result<Spawned, SpawnError> {
+        let Started {
+            pid,
+            pidfd,
+            streams,
+            tree,
+        } = started;
+        let stream_ids: Vec<StreamId> = streams.iter().map(|(s, _)| *s).collect();
+        if let Err(e) = self.register(&fixed, pidfd, streams) {
             // Registration failed after the child started; `register` killed and reaped it.
             for slot in fixed {
                 let _ = self.ring.unregister_file(slot);
@@ -97,6 +137,10 @@ impl Worker {
         self.shared.counters.spawned.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(task = %id, pid, slot = key, "spawned");
         self.drive(key);
+        if self.shutting_down {
+            let result = self.tasks[key].machine.handle_kill(now);
+            self.after_input(key, result);
+        }
         Ok(Spawned {
             slot: key as u32,
             generation,
@@ -133,7 +177,7 @@ impl Worker {
 
     pub(super) fn forget_runner(&self, pid: i32) {
         if let Some(runners) = &self.runners {
-            lock(runners).remove(&pid);
+            runners.remove(pid);
         }
     }
 }

@@ -1,0 +1,320 @@
+//! A worker's spawners: long-lived threads that do the clone, so the worker's event loop
+//! never waits for an exec.
+//!
+//! A vfork-class clone suspends the calling thread until the child has called `execve`,
+//! which a hung mount can make last forever; and `PR_SET_PDEATHSIG` follows the thread that
+//! cloned. So each worker owns [`SPAWNERS_PER_WORKER`] threads that live exactly as long as
+//! the worker: they take [`SpawnRequest`]s from one queue, make the task's cgroup, clone,
+//! and hand back a [`SpawnDone`] (the pid, pidfd and stream ends, or a typed error),
+//! waking the worker through its eventfd. The worker only calls [`Spawner::submit`] and
+//! [`Spawner::try_finished`]; its other tasks' timers, kills and reads go on meanwhile. With
+//! two threads, one spawn stuck before exec does not hold up the next.
+//!
+//! Each spawner thread blocks every signal for good (its children inherit the mask until
+//! they reset it), and publishes the child it is cloning ([`InFlight`]): the orphan sweep
+//! of a subreaper pool leaves that pid alone ([`Runners`]), and closing the spawner kills a
+//! child stuck before exec.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::containment::{PoolContainment, TaskContainment};
+use crate::error::SpawnError;
+use crate::event::TaskId;
+use crate::spec::Limits;
+use crate::sys::spawn::{self, Cloner, InFlight, Prepared};
+use crate::task::StreamId;
+
+/// Spawner threads per worker: spawns in parallel while a child execs, and one stuck exec
+/// does not stop the next spawn.
+pub(crate) const SPAWNERS_PER_WORKER: usize = 2;
+
+/// What to start.
+pub(crate) struct SpawnRequest {
+    pub(crate) id: TaskId,
+    /// Resolved on the caller's thread.
+    pub(crate) prepared: Box<Prepared>,
+    /// For the task's cgroup.
+    pub(crate) limits: Limits,
+}
+
+/// A task whose program runs.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) pid: i32,
+    /// Blocking pidfd, `O_CLOEXEC`.
+    pub(crate) pidfd: OwnedFd,
+    /// Supervisor ends of the captured streams, in `StreamId` order.
+    pub(crate) streams: Vec<(StreamId, OwnedFd)>,
+    pub(crate) tree: TaskContainment,
+}
+
+/// The end of one spawn, with what the submitter attached to it.
+pub(crate) struct SpawnDone<T> {
+    pub(crate) id: TaskId,
+    /// `Err` leaves nothing behind: no child, no cgroup.
+    pub(crate) result: Result<Started, SpawnError>,
+    pub(crate) carry: T,
+}
+
+struct Job<T> {
+    request: SpawnRequest,
+    carry: T,
+}
+
+/// Pids of a subreaper pool's task runners: the orphan sweep reaps every other zombie child,
+/// and must never take a runner's exit status (its worker reaps it through its pidfd).
+#[derive(Default)]
+pub(crate) struct Runners {
+    pids: Mutex<HashSet<i32>>,
+    /// Every spawner thread's in-flight record: a runner just cloned whose pid is not in
+    /// `pids` yet (it may already have exited) is found there.
+    in_flight: Mutex<Vec<Arc<InFlight>>>,
+}
+
+impl Runners {
+    pub(crate) fn new() -> Runners {
+        Runners::default()
+    }
+
+    fn watch(&self, record: Arc<InFlight>) {
+        lock(&self.in_flight).push(record);
+    }
+
+    fn insert(&self, pid: i32) {
+        lock(&self.pids).insert(pid);
+    }
+
+    /// A released task's runner: no longer a runner once reaped.
+    pub(crate) fn remove(&self, pid: i32) {
+        lock(&self.pids).remove(&pid);
+    }
+
+    /// Runs `f` with the test "is this pid a task runner", consistent for the whole call:
+    /// a spawner registers a new runner's pid before it stops publishing it as in flight.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&dyn Fn(i32) -> bool) -> R) -> R {
+        let pids = lock(&self.pids);
+        let in_flight = lock(&self.in_flight);
+        f(&|pid| pids.contains(&pid) || in_flight.iter().any(|r| r.pid() == Some(pid)))
+    }
+}
+
+/// What the worker and its spawner threads share.
+struct Shared {
+    /// Submitted and not yet taken back with `try_finished`.
+    pending: AtomicUsize,
+    closed: AtomicBool,
+    in_flight: Vec<Arc<InFlight>>,
+}
+
+/// One worker's spawner threads. Dropping it kills a child stuck before exec and joins them.
+pub(crate) struct Spawner<T> {
+    jobs: Option<Sender<Job<T>>>,
+    done: Receiver<SpawnDone<T>>,
+    /// For jobs that no spawner thread can take any more.
+    refused: Sender<SpawnDone<T>>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Spawner<T> {
+    /// Starts the spawner threads of worker `worker`. `wake` is called after each finished
+    /// spawn (it writes the worker's eventfd).
+    pub(crate) fn start(
+        worker: usize,
+        containment: Arc<PoolContainment>,
+        runners: Option<Arc<Runners>>,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> io::Result<Spawner<T>> {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job<T>>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+        let mut cloners = Vec::with_capacity(SPAWNERS_PER_WORKER);
+        for _ in 0..SPAWNERS_PER_WORKER {
+            cloners.push(Cloner::new()?);
+        }
+        let shared = Arc::new(Shared {
+            pending: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            in_flight: cloners.iter().map(|c| Arc::clone(c.in_flight())).collect(),
+        });
+        if let Some(r) = &runners {
+            for record in &shared.in_flight {
+                r.watch(Arc::clone(record));
+            }
+        }
+        let mut spawner = Spawner {
+            jobs: Some(jobs_tx),
+            done: done_rx,
+            refused: done_tx.clone(),
+            shared: Arc::clone(&shared),
+            threads: Vec::with_capacity(SPAWNERS_PER_WORKER),
+        };
+        for (k, cloner) in cloners.into_iter().enumerate() {
+            let thread = SpawnerThread {
+                cloner,
+                jobs: jobs_rx.clone(),
+                done: done_tx.clone(),
+                wake: Arc::clone(&wake),
+                containment: Arc::clone(&containment),
+                runners: runners.clone(),
+                shared: Arc::clone(&shared),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("pidring-spawn-{worker}.{k}"))
+                .stack_size(256 * 1024)
+                .spawn(move || thread.run())?;
+            spawner.threads.push(handle);
+        }
+        Ok(spawner)
+    }
+
+    /// Queues a spawn; its [`SpawnDone`] comes back through [`try_finished`](Self::try_finished)
+    /// (after a wake), with `carry`.
+    pub(crate) fn submit(&self, request: SpawnRequest, carry: T) {
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        let job = Job { request, carry };
+        let refused = match &self.jobs {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            // Every spawner thread is gone (one panicked): the spawn fails like any other.
+            let _ = self.refused.send(SpawnDone {
+                id: job.request.id,
+                result: Err(SpawnError::PoolClosed),
+                carry: job.carry,
+            });
+        }
+    }
+
+    /// A finished spawn, if any.
+    pub(crate) fn try_finished(&self) -> Option<SpawnDone<T>> {
+        let done = self.done.try_recv().ok()?;
+        self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+        Some(done)
+    }
+
+    /// Spawns submitted and not yet taken back.
+    pub(crate) fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// From now on, queued spawns fail with `PoolClosed`, and a child stuck before exec is
+    /// killed (its spawn fails). Call again while spawns are pending: a child whose clone
+    /// was under way may have been missed.
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        for record in &self.shared.in_flight {
+            record.kill();
+        }
+    }
+}
+
+impl<T> Drop for Spawner<T> {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.jobs = None;
+        for record in &self.shared.in_flight {
+            record.kill();
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a spawner thread panicked");
+            }
+        }
+    }
+}
+
+struct SpawnerThread<T> {
+    cloner: Cloner,
+    jobs: Receiver<Job<T>>,
+    done: Sender<SpawnDone<T>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    containment: Arc<PoolContainment>,
+    runners: Option<Arc<Runners>>,
+    shared: Arc<Shared>,
+}
+
+impl<T> SpawnerThread<T> {
+    fn run(mut self) {
+        // No signal is taken here: the process's handlers run on other threads, and the
+        // children start with every signal blocked until they reset their own.
+        spawn::block_all_signals();
+        while let Ok(Job { request, carry }) = self.jobs.recv() {
+            let result = if self.shared.closed.load(Ordering::SeqCst) {
+                Err(SpawnError::PoolClosed)
+            } else {
+                // A bug must not leave the spawn's caller waiting forever.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start(&request)))
+                    .unwrap_or_else(|_| {
+                        Err(SpawnError::Io(io::Error::other(
+                            "the spawner thread panicked",
+                        )))
+                    })
+            };
+            if let Err(e) = &result {
+                tracing::debug!(task = %request.id, error = %e, "spawn failed");
+            }
+            let done = SpawnDone {
+                id: request.id,
+                result,
+                carry,
+            };
+            // The worker drops its receiver only after every pending spawn came back.
+            let _ = self.done.send(done);
+            (self.wake)();
+        }
+        // Children of this thread die with it (PDEATHSIG): the worker ended them already.
+    }
+
+    /// The task's cgroup, then the clone. On failure nothing is left behind.
+    fn start(&mut self, request: &SpawnRequest) -> Result<Started, SpawnError> {
+        let tree = self.containment.prepare(request.id.0, &request.limits)?;
+        let cloned = tree
+            .placement()
+            .map_err(SpawnError::from)
+            .and_then(|placement| {
+                // The cgroup directory fd (in `placement`) closes here: the table stays flat.
+                spawn::spawn_with(
+                    &mut self.cloner,
+                    &request.prepared,
+                    &placement,
+                    spawn::spawn_method().0,
+                )
+            });
+        match cloned {
+            Ok(child) => {
+                if let Some(runners) = &self.runners {
+                    runners.insert(child.pid);
+                }
+                self.cloner.settle();
+                Ok(Started {
+                    pid: child.pid,
+                    pidfd: child.pidfd,
+                    streams: child.streams,
+                    tree,
+                })
+            }
+            Err(e) => {
+                self.cloner.settle();
+                if let Err(rm) = tree.remove() {
+                    tracing::warn!(task = %request.id, error = %rm, "cannot remove the cgroup of a task that failed to spawn");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
