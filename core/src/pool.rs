@@ -256,19 +256,17 @@ impl Pool {
         let worker = self
             .workers
             .iter()
-            .min_by_key(|w| w.live())
+            .min_by_key(|w| w.load())
             .ok_or(SpawnError::PoolClosed)?;
+        if worker.load() >= worker.capacity as u64 {
+            return Err(SpawnError::AtCapacity(worker.live() as usize));
+        }
         let prepared = Box::new(crate::sys::spawn::prepare(&spec)?);
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        worker
-            .send(Command::Spawn {
-                prepared,
-                spec: Box::new(spec),
-                id,
-                reply: reply_tx,
-            })
-            .map_err(|()| SpawnError::PoolClosed)?;
+        // Straight to the worker's spawner threads; the worker replies once it adopted the
+        // child. A dropped reply means the worker stopped.
+        worker.spawn(id, prepared, Box::new(spec), reply_tx);
         let spawned = reply_rx.recv().map_err(|_| SpawnError::PoolClosed)??;
         Ok(TaskHandle {
             id,

@@ -39,13 +39,6 @@ pub(crate) enum Request {
 }
 
 pub(crate) enum Command {
-    Spawn {
-        spec: Box<TaskSpec>,
-        /// Resolved on the caller's thread, so the worker only clones and registers.
-        prepared: Box<crate::sys::spawn::Prepared>,
-        id: TaskId,
-        reply: Sender<Result<Spawned, SpawnError>>,
-    },
     Control {
         slot: u32,
         generation: u16,
@@ -102,9 +95,19 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
 }
 
+/// What the worker keeps about a spawn while its spawner threads work on it.
+pub(crate) struct PendingSpawn {
+    pub(crate) spec: Box<TaskSpec>,
+    /// Where `Pool::spawn`'s caller waits for the result, sent once the task is adopted.
+    pub(crate) reply: Sender<Result<Spawned, SpawnError>>,
+}
+
 /// The part of a worker that other threads hold.
 pub(crate) struct WorkerShared {
     commands: Sender<Command>,
+    /// Straight to the worker's spawner threads: a spawn wakes the worker only once it is
+    /// done.
+    spawns: spawner::SpawnQueue<PendingSpawn>,
     wake: OwnedFd,
     pub(crate) counters: Counters,
     pub(crate) capacity: usize,
@@ -118,6 +121,28 @@ impl WorkerShared {
         // keeps reading it never lets happen; the command is queued either way.
         let _ = rustix::io::write(self.wake.as_fd(), &1u64.to_ne_bytes());
         Ok(())
+    }
+
+    /// Starts a task: `prepared` (resolved on the caller's thread) goes to the spawner
+    /// threads; the result comes on `reply` once the program runs and the worker adopted it.
+    pub(crate) fn spawn(
+        &self,
+        id: TaskId,
+        prepared: Box<crate::sys::spawn::Prepared>,
+        spec: Box<TaskSpec>,
+        reply: Sender<Result<Spawned, SpawnError>>,
+    ) {
+        let request = spawner::SpawnRequest {
+            id,
+            prepared,
+            limits: spec.limits,
+        };
+        self.spawns.submit(request, PendingSpawn { spec, reply });
+    }
+
+    /// Live tasks plus spawns under way: what the pool balances on.
+    pub(crate) fn load(&self) -> u64 {
+        self.counters.live.load(Ordering::Relaxed) + self.spawns.pending() as u64
     }
 
     pub(crate) fn live(&self) -> u64 {
@@ -156,9 +181,22 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let (tx, rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
     let worker_wake = wake.try_clone().map_err(BuildError::Ring)?;
+    let spawner_wake = wake.try_clone().map_err(BuildError::Ring)?;
+    let (spawner, spawns) = spawner::Spawner::start(
+        setup.index,
+        Arc::clone(&setup.containment),
+        setup.runners.clone(),
+        move || {
+            // Fails only if the counter would overflow, which a worker that reads it never
+            // lets happen; the finished spawn is queued either way.
+            let _ = rustix::io::write(&spawner_wake, &1u64.to_ne_bytes());
+        },
+    )
+    .map_err(BuildError::Thread)?;
     let capacity = (setup.sizes.fixed_files / 3) as usize;
     let shared = Arc::new(WorkerShared {
         commands: tx,
+        spawns,
         wake,
         counters: Counters::default(),
         capacity,
@@ -166,7 +204,7 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let thread_shared = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name(format!("pidring-worker-{}", setup.index))
-        .spawn(move || event_loop::run(setup, rx, worker_wake, thread_shared, ready_tx))
+        .spawn(move || event_loop::run(setup, spawner, rx, worker_wake, thread_shared, ready_tx))
         .map_err(BuildError::Thread)?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok((shared, thread)),

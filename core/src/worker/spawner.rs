@@ -6,9 +6,11 @@
 //! cloned. So each worker owns [`SPAWNERS_PER_WORKER`] threads that live exactly as long as
 //! the worker: they take [`SpawnRequest`]s from one queue, make the task's cgroup, clone,
 //! and hand back a [`SpawnDone`] (the pid, pidfd and stream ends, or a typed error),
-//! waking the worker through its eventfd. The worker only calls [`Spawner::submit`] and
-//! [`Spawner::try_finished`]; its other tasks' timers, kills and reads go on meanwhile. With
-//! two threads, one spawn stuck before exec does not hold up the next.
+//! waking the worker through its eventfd. Callers of `Pool::spawn` submit straight to that
+//! queue ([`SpawnQueue::submit`], from any thread), so a spawn costs the worker one wake;
+//! the worker only calls [`Spawner::try_finished`] and adopts the child, while its other
+//! tasks' timers, kills and reads go on. With two threads, one spawn stuck before exec does
+//! not hold up the next.
 //!
 //! Each spawner thread blocks every signal for good (its children inherit the mask until
 //! they reset it), and publishes the child it is cloning ([`InFlight`]): the orphan sweep
@@ -68,6 +70,13 @@ struct Job<T> {
     carry: T,
 }
 
+/// What a spawner thread takes from its queue.
+enum Work<T> {
+    Spawn(Job<T>),
+    /// The worker is stopping: the thread ends (its children are gone).
+    Stop,
+}
+
 /// Pids of a subreaper pool's task runners: the orphan sweep reaps every other zombie child,
 /// and must never take a runner's exit status (its worker reaps it through its pidfd).
 #[derive(Default)]
@@ -113,12 +122,19 @@ struct Shared {
     in_flight: Vec<Arc<InFlight>>,
 }
 
-/// One worker's spawner threads. Dropping it kills a child stuck before exec and joins them.
-pub(crate) struct Spawner<T> {
-    jobs: Option<Sender<Job<T>>>,
-    done: Receiver<SpawnDone<T>>,
+/// The submitting half, held by whoever calls `Pool::spawn` (any thread).
+pub(crate) struct SpawnQueue<T> {
+    jobs: Sender<Work<T>>,
     /// For jobs that no spawner thread can take any more.
     refused: Sender<SpawnDone<T>>,
+    shared: Arc<Shared>,
+}
+
+/// One worker's spawner threads, owned by the worker. Dropping it kills a child stuck
+/// before exec and joins the threads.
+pub(crate) struct Spawner<T> {
+    jobs: Sender<Work<T>>,
+    done: Receiver<SpawnDone<T>>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -131,8 +147,8 @@ impl<T: Send + 'static> Spawner<T> {
         containment: Arc<PoolContainment>,
         runners: Option<Arc<Runners>>,
         wake: impl Fn() + Send + Sync + 'static,
-    ) -> io::Result<Spawner<T>> {
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job<T>>();
+    ) -> io::Result<(Spawner<T>, SpawnQueue<T>)> {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Work<T>>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
         let mut cloners = Vec::with_capacity(SPAWNERS_PER_WORKER);
@@ -149,10 +165,14 @@ impl<T: Send + 'static> Spawner<T> {
                 r.watch(Arc::clone(record));
             }
         }
-        let mut spawner = Spawner {
-            jobs: Some(jobs_tx),
-            done: done_rx,
+        let queue = SpawnQueue {
+            jobs: jobs_tx.clone(),
             refused: done_tx.clone(),
+            shared: Arc::clone(&shared),
+        };
+        let mut spawner = Spawner {
+            jobs: jobs_tx,
+            done: done_rx,
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(SPAWNERS_PER_WORKER),
         };
@@ -172,26 +192,7 @@ impl<T: Send + 'static> Spawner<T> {
                 .spawn(move || thread.run())?;
             spawner.threads.push(handle);
         }
-        Ok(spawner)
-    }
-
-    /// Queues a spawn; its [`SpawnDone`] comes back through [`try_finished`](Self::try_finished)
-    /// (after a wake), with `carry`.
-    pub(crate) fn submit(&self, request: SpawnRequest, carry: T) {
-        self.shared.pending.fetch_add(1, Ordering::SeqCst);
-        let job = Job { request, carry };
-        let refused = match &self.jobs {
-            Some(jobs) => jobs.send(job).err().map(|e| e.0),
-            None => Some(job),
-        };
-        if let Some(job) = refused {
-            // Every spawner thread is gone (one panicked): the spawn fails like any other.
-            let _ = self.refused.send(SpawnDone {
-                id: job.request.id,
-                result: Err(SpawnError::PoolClosed),
-                carry: job.carry,
-            });
-        }
+        Ok((spawner, queue))
     }
 
     /// A finished spawn, if any.
@@ -217,10 +218,36 @@ impl<T: Send + 'static> Spawner<T> {
     }
 }
 
+impl<T> SpawnQueue<T> {
+    /// Queues a spawn; its [`SpawnDone`] reaches the worker (after a wake), with `carry`.
+    pub(crate) fn submit(&self, request: SpawnRequest, carry: T) {
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.jobs.send(Work::Spawn(Job { request, carry })) {
+            // Every spawner thread is gone (the worker stopped): the spawn fails like any
+            // other. If the worker is gone too, `carry` (the caller's reply) is dropped,
+            // which its caller reads as a closed pool.
+            if let Work::Spawn(job) = e.0 {
+                let _ = self.refused.send(SpawnDone {
+                    id: job.request.id,
+                    result: Err(SpawnError::PoolClosed),
+                    carry: job.carry,
+                });
+            }
+        }
+    }
+
+    /// Spawns submitted and not yet taken back by the worker.
+    pub(crate) fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+}
+
 impl<T> Drop for Spawner<T> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        self.jobs = None;
+        for _ in &self.threads {
+            let _ = self.jobs.send(Work::Stop);
+        }
         for record in &self.shared.in_flight {
             record.kill();
         }
@@ -234,7 +261,7 @@ impl<T> Drop for Spawner<T> {
 
 struct SpawnerThread<T> {
     cloner: Cloner,
-    jobs: Receiver<Job<T>>,
+    jobs: Receiver<Work<T>>,
     done: Sender<SpawnDone<T>>,
     wake: Arc<dyn Fn() + Send + Sync>,
     containment: Arc<PoolContainment>,
@@ -247,7 +274,7 @@ impl<T> SpawnerThread<T> {
         // No signal is taken here: the process's handlers run on other threads, and the
         // children start with every signal blocked until they reset their own.
         spawn::block_all_signals();
-        while let Ok(Job { request, carry }) = self.jobs.recv() {
+        while let Ok(Work::Spawn(Job { request, carry })) = self.jobs.recv() {
             let result = if self.shared.closed.load(Ordering::SeqCst) {
                 Err(SpawnError::PoolClosed)
             } else {
@@ -267,7 +294,8 @@ impl<T> SpawnerThread<T> {
                 result,
                 carry,
             };
-            // The worker drops its receiver only after every pending spawn came back.
+            // The worker takes every pending spawn back before it stops; if it died, the
+            // caller's reply (in `carry`) is dropped, which it reads as a closed pool.
             let _ = self.done.send(done);
             (self.wake)();
         }

@@ -11,7 +11,6 @@ use libc::c_char;
 
 use crate::error::SpawnError;
 use crate::spec::{Session, Stdio, TaskSpec};
-use crate::task::StreamId;
 
 /// Default search path when the child's environment has no `PATH` (as glibc's `execvp`).
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
@@ -65,23 +64,6 @@ impl std::fmt::Debug for Prepared {
             .field("cwd", &self.cwd_display)
             .field("channels", &self.channels)
             .finish_non_exhaustive()
-    }
-}
-
-impl Prepared {
-    /// The streams that a spawn returns, in order.
-    pub(crate) fn streams(&self) -> Vec<StreamId> {
-        let mut out = Vec::with_capacity(2 + self.channels.len());
-        if self.stdout == Stdio::Capture {
-            out.push(StreamId::STDOUT);
-        }
-        if self.stderr == Stdio::Capture {
-            out.push(StreamId::STDERR);
-        }
-        for k in 0..self.channels.len() {
-            out.push(StreamId::channel(k as u8));
-        }
-        out
     }
 }
 

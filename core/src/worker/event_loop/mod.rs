@@ -24,16 +24,16 @@ use slab::Slab;
 
 use super::backpressure::Backpressure;
 use super::fixed_slots::FixedSlots;
-use super::spawner::{Runners, SpawnDone, SpawnRequest, Spawner, Started};
+use super::spawner::{Runners, SpawnDone, Spawner, Started};
 use super::timers::Timers;
 use super::user_data::{pack, unpack, OpTag, Tag};
-use super::{Command, EventSink, Request, Spawned, WorkerSetup, WorkerShared};
+use super::{Command, EventSink, PendingSpawn, Request, Spawned, WorkerSetup, WorkerShared};
 use crate::containment::{ContainmentKind, PoolContainment, TaskContainment};
 use crate::error::SpawnError;
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
+use crate::sys::pidfd;
 use crate::sys::ring::{ops, Completion, Ring};
-use crate::sys::{pidfd, spawn};
 use crate::task::{
     Action, ExitStatus, Notice, Op, Rejected, StreamId, TaskConfig, TaskMachine, TreeWatch,
 };
@@ -128,7 +128,7 @@ struct Worker {
     pressure: Backpressure,
     containment: Arc<PoolContainment>,
     /// The threads that clone this worker's children and wait for their exec.
-    spawner: Spawner<spawning::PendingSpawn>,
+    spawner: Spawner<PendingSpawn>,
     runners: Option<Arc<Runners>>,
     scans_orphans: bool,
     periodic_orphan_scan: bool,
@@ -141,6 +141,7 @@ struct Worker {
 
 pub(super) fn run(
     setup: WorkerSetup,
+    spawner: Spawner<PendingSpawn>,
     commands: Receiver<Command>,
     wake: OwnedFd,
     shared: Arc<WorkerShared>,
@@ -155,13 +156,6 @@ pub(super) fn run(
         sizes.buffer_size,
     ) {
         Ok(ring) => ring,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let spawner = match start_spawner(&setup, &wake) {
-        Ok(spawner) => spawner,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -203,24 +197,6 @@ pub(super) fn run(
         tracing::error!(worker = setup.index, error = %e, "worker ring failed; stopping");
     }
     tracing::debug!(worker = setup.index, "worker stopped");
-}
-
-/// The worker's spawner threads, which wake it through its eventfd after each spawn.
-fn start_spawner(
-    setup: &WorkerSetup,
-    wake: &OwnedFd,
-) -> io::Result<Spawner<spawning::PendingSpawn>> {
-    let wake = wake.try_clone()?;
-    Spawner::start(
-        setup.index,
-        Arc::clone(&setup.containment),
-        setup.runners.clone(),
-        move || {
-            // Fails only if the counter would overflow, which a worker that reads it never
-            // lets happen; the finished spawn is queued either way.
-            let _ = rustix::io::write(&wake, &1u64.to_ne_bytes());
-        },
-    )
 }
 
 impl Worker {
@@ -306,12 +282,6 @@ impl Worker {
                 }
             };
             match command {
-                Command::Spawn {
-                    spec,
-                    prepared,
-                    id,
-                    reply,
-                } => self.submit_spawn(spec, prepared, id, reply),
                 Command::Control {
                     slot,
                     generation,

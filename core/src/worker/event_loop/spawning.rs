@@ -1,61 +1,17 @@
-//! Starting tasks without waiting: a spawn request goes to the worker's spawner threads
-//! (`submit_spawn`), which clone and wait for the exec; a finished spawn comes back on the
-//! next turn of the loop (`take_spawned`), and its fds move into the ring's fixed-file table
+//! Adopting started tasks: `Pool::spawn` hands a spawn straight to this worker's spawner
+//! threads, which clone and wait for the exec; a finished spawn comes back on the next turn
+//! of the loop (`take_spawned`), and its fds move into the ring's fixed-file table
 //! (`adopt`). The caller of `Pool::spawn` waits for the reply; this loop never does.
 
 use super::*;
 
-/// What the worker keeps about a spawn while its spawner works on it.
-pub(super) struct PendingSpawn {
-    spec: Box<TaskSpec>,
-    /// Fixed-file slots reserved for the pidfd and each stream.
-    fixed: Vec<u32>,
-    reply: Sender<Result<Spawned, SpawnError>>,
-}
-
 impl Worker {
-    /// Hands a spawn to the spawner threads, with its fixed-file slots reserved; answers at
-    /// once if it cannot be started.
-    pub(super) fn submit_spawn(
-        &mut self,
-        spec: Box<TaskSpec>,
-        prepared: Box<spawn::Prepared>,
-        id: TaskId,
-        reply: Sender<Result<Spawned, SpawnError>>,
-    ) {
-        if self.shutting_down {
-            let _ = reply.send(Err(SpawnError::PoolClosed));
-            return;
-        }
-        let Some(fixed) = self.fixed.take(1 + prepared.streams().len()) else {
-            let _ = reply.send(Err(SpawnError::AtCapacity(
-                self.tasks.len() + self.spawner.pending(),
-            )));
-            return;
-        };
-        let request = SpawnRequest {
-            id,
-            prepared,
-            limits: spec.limits,
-        };
-        self.spawner
-            .submit(request, PendingSpawn { spec, fixed, reply });
-    }
-
     /// Adopts every spawn the spawner threads finished.
     pub(super) fn take_spawned(&mut self) {
         while let Some(done) = self.spawner.try_finished() {
             let SpawnDone { id, result, carry } = done;
-            let PendingSpawn { spec, fixed, reply } = carry;
-            let result = match result {
-                Ok(started) => self.adopt(id, &spec, fixed, started),
-                Err(e) => {
-                    for slot in fixed {
-                        self.fixed.give_back(slot);
-                    }
-                    Err(e)
-                }
-            };
+            let PendingSpawn { spec, reply } = carry;
+            let result = result.and_then(|started| self.adopt(id, &spec, started));
             if let Err(e) = &result {
                 tracing::debug!(task = %id, error = %e, "spawn failed");
             }
@@ -64,14 +20,14 @@ impl Worker {
         }
     }
 
-    /// Makes a started child a task of this worker: its fds into the reserved fixed slots,
-    /// a slot and a state machine. During a shutdown the new task is killed at once, through
-    /// its machine like every other.
+    /// Makes a started child a task of this worker: its fds into fixed slots, a slot and a
+    /// state machine. During a shutdown the new task is killed at once, through its machine
+    /// like every other. Without free fixed slots (`Pool::spawn` checks the load first, so
+    /// only when spawns raced for the last ones) the child is killed and reaped.
     fn adopt(
         &mut self,
         id: TaskId,
         spec: &TaskSpec,
-        fixed: Vec<u32>,
         started: Started,
     ) -> Result<Spawned, SpawnError> {
         let Started {
@@ -80,6 +36,14 @@ impl Worker {
             streams,
             tree,
         } = started;
+        let Some(fixed) = self.fixed.take(1 + streams.len()) else {
+            let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, true);
+            let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, false);
+            reap_blocking(pidfd.as_fd());
+            self.forget_runner(pid);
+            let _ = tree.remove();
+            return Err(SpawnError::AtCapacity(self.tasks.len()));
+        };
         let stream_ids: Vec<StreamId> = streams.iter().map(|(s, _)| *s).collect();
         if let Err(e) = self.register(&fixed, pidfd, streams) {
             // Registration failed after the child started; `register` killed and reaped it.
