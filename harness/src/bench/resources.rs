@@ -40,6 +40,18 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Allocates `bytes` and writes one byte in every page, so the memory is resident and
+/// mapped by small pages (as a supervisor's heap of many objects is): what a fork-style
+/// spawn has to copy the page tables of. Keep the result alive for as long as it counts.
+pub fn touch_heap(bytes: u64) -> Vec<u8> {
+    let mut heap = vec![0u8; bytes as usize];
+    for page in heap.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&heap);
+    heap
+}
+
 /// User + system CPU time of this process (all its threads; not its children).
 pub fn cpu_self() -> Duration {
     crate::sys::rusage_self_cpu().unwrap_or(Duration::ZERO)
