@@ -263,11 +263,11 @@ impl Pool {
         }
         let prepared = Box::new(crate::sys::spawn::prepare(&spec)?);
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let (reply_tx, reply_rx) = crate::worker::spawner::reply();
         // Straight to the worker's spawner threads; the worker replies once it adopted the
         // child. A dropped reply means the worker stopped.
         worker.spawn(id, prepared, Box::new(spec), reply_tx);
-        let spawned = reply_rx.recv().map_err(|_| SpawnError::PoolClosed)??;
+        let spawned = reply_rx.wait().ok_or(SpawnError::PoolClosed)??;
         Ok(TaskHandle {
             id,
             pid: spawned.pid as u32,

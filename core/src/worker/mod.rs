@@ -99,7 +99,7 @@ pub(crate) struct Counters {
 pub(crate) struct PendingSpawn {
     pub(crate) spec: Box<TaskSpec>,
     /// Where `Pool::spawn`'s caller waits for the result, sent once the task is adopted.
-    pub(crate) reply: Sender<Result<Spawned, SpawnError>>,
+    pub(crate) reply: spawner::ReplyTx<Result<Spawned, SpawnError>>,
 }
 
 /// The part of a worker that other threads hold.
@@ -130,7 +130,7 @@ impl WorkerShared {
         id: TaskId,
         prepared: Box<crate::sys::spawn::Prepared>,
         spec: Box<TaskSpec>,
-        reply: Sender<Result<Spawned, SpawnError>>,
+        reply: spawner::ReplyTx<Result<Spawned, SpawnError>>,
     ) {
         let request = spawner::SpawnRequest {
             id,

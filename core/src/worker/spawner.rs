@@ -17,11 +17,11 @@
 //! of a subreaper pool leaves that pid alone ([`Runners`]), and closing the spawner kills a
 //! child stuck before exec.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -70,11 +70,113 @@ struct Job<T> {
     carry: T,
 }
 
-/// What a spawner thread takes from its queue.
-enum Work<T> {
-    Spawn(Job<T>),
-    /// The worker is stopping: the thread ends (its children are gone).
-    Stop,
+/// The spawn queue. A mutex and a condition variable, not a channel: a spawner thread waits
+/// for work, and a caller for its reply, for about an exec's time, and should sleep at once
+/// rather than spin and yield first (which costs CPU every spawn).
+struct JobQueue<T> {
+    state: Mutex<QueueState<T>>,
+    work: Condvar,
+}
+
+struct QueueState<T> {
+    jobs: VecDeque<Job<T>>,
+    /// The spawner is being dropped: threads end once the queue is empty.
+    stopped: bool,
+}
+
+impl<T> JobQueue<T> {
+    /// Queues `job`, or gives it back if the spawner stopped.
+    fn push(&self, job: Job<T>) -> Result<(), Job<T>> {
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// The next job; `None` once stopped and empty.
+    fn pop(&self) -> Option<Job<T>> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.stopped {
+                return None;
+            }
+            state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.state).stopped = true;
+        self.work.notify_all();
+    }
+}
+
+/// The sending half of a one-shot reply (see [`reply`]).
+pub(crate) struct ReplyTx<T>(Arc<ReplySlot<T>>);
+/// The receiving half of a one-shot reply.
+pub(crate) struct ReplyRx<T>(Arc<ReplySlot<T>>);
+
+struct ReplySlot<T> {
+    state: Mutex<ReplyState<T>>,
+    ready: Condvar,
+}
+
+enum ReplyState<T> {
+    Waiting,
+    Sent(T),
+    /// The sender was dropped without an answer (the worker stopped).
+    Dropped,
+}
+
+/// A one-shot reply for `Pool::spawn`'s caller, who sleeps until it comes (no spinning: it
+/// comes after an exec).
+pub(crate) fn reply<T>() -> (ReplyTx<T>, ReplyRx<T>) {
+    let slot = Arc::new(ReplySlot {
+        state: Mutex::new(ReplyState::Waiting),
+        ready: Condvar::new(),
+    });
+    (ReplyTx(Arc::clone(&slot)), ReplyRx(slot))
+}
+
+impl<T> ReplyTx<T> {
+    pub(crate) fn send(self, value: T) {
+        *lock(&self.0.state) = ReplyState::Sent(value);
+        self.0.ready.notify_one();
+    }
+}
+
+impl<T> Drop for ReplyTx<T> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        if let ReplyState::Waiting = *state {
+            *state = ReplyState::Dropped;
+            drop(state);
+            self.0.ready.notify_one();
+        }
+    }
+}
+
+impl<T> ReplyRx<T> {
+    /// The reply; `None` if the sender went away without one.
+    pub(crate) fn wait(self) -> Option<T> {
+        let mut state = lock(&self.0.state);
+        loop {
+            match std::mem::replace(&mut *state, ReplyState::Dropped) {
+                ReplyState::Sent(value) => return Some(value),
+                ReplyState::Dropped => return None,
+                ReplyState::Waiting => {
+                    *state = ReplyState::Waiting;
+                    state = self.0.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
 }
 
 /// Pids of a subreaper pool's task runners: the orphan sweep reaps every other zombie child,
@@ -119,12 +221,15 @@ struct Shared {
     /// Submitted and not yet taken back with `try_finished`.
     pending: AtomicUsize,
     closed: AtomicBool,
+    /// A wake is on its way to the worker: later finished spawns need none of their own
+    /// (under load one wake brings many).
+    wake_pending: AtomicBool,
     in_flight: Vec<Arc<InFlight>>,
 }
 
 /// The submitting half, held by whoever calls `Pool::spawn` (any thread).
 pub(crate) struct SpawnQueue<T> {
-    jobs: Sender<Work<T>>,
+    jobs: Arc<JobQueue<T>>,
     /// For jobs that no spawner thread can take any more.
     refused: Sender<SpawnDone<T>>,
     shared: Arc<Shared>,
@@ -133,7 +238,7 @@ pub(crate) struct SpawnQueue<T> {
 /// One worker's spawner threads, owned by the worker. Dropping it kills a child stuck
 /// before exec and joins the threads.
 pub(crate) struct Spawner<T> {
-    jobs: Sender<Work<T>>,
+    jobs: Arc<JobQueue<T>>,
     done: Receiver<SpawnDone<T>>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -148,16 +253,25 @@ impl<T: Send + 'static> Spawner<T> {
         runners: Option<Arc<Runners>>,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> io::Result<(Spawner<T>, SpawnQueue<T>)> {
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Work<T>>();
+        let jobs = Arc::new(JobQueue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                stopped: false,
+            }),
+            work: Condvar::new(),
+        });
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
         let mut cloners = Vec::with_capacity(SPAWNERS_PER_WORKER);
         for _ in 0..SPAWNERS_PER_WORKER {
-            cloners.push(Cloner::new()?);
+            let mut cloner = Cloner::new()?;
+            cloner.keep_dev_null()?;
+            cloners.push(cloner);
         }
         let shared = Arc::new(Shared {
             pending: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
             in_flight: cloners.iter().map(|c| Arc::clone(c.in_flight())).collect(),
         });
         if let Some(r) = &runners {
@@ -166,12 +280,12 @@ impl<T: Send + 'static> Spawner<T> {
             }
         }
         let queue = SpawnQueue {
-            jobs: jobs_tx.clone(),
+            jobs: Arc::clone(&jobs),
             refused: done_tx.clone(),
             shared: Arc::clone(&shared),
         };
         let mut spawner = Spawner {
-            jobs: jobs_tx,
+            jobs: Arc::clone(&jobs),
             done: done_rx,
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(SPAWNERS_PER_WORKER),
@@ -179,7 +293,7 @@ impl<T: Send + 'static> Spawner<T> {
         for (k, cloner) in cloners.into_iter().enumerate() {
             let thread = SpawnerThread {
                 cloner,
-                jobs: jobs_rx.clone(),
+                jobs: Arc::clone(&jobs),
                 done: done_tx.clone(),
                 wake: Arc::clone(&wake),
                 containment: Arc::clone(&containment),
@@ -197,6 +311,8 @@ impl<T: Send + 'static> Spawner<T> {
 
     /// A finished spawn, if any.
     pub(crate) fn try_finished(&self) -> Option<SpawnDone<T>> {
+        // Cleared before looking: a spawn finished after this look wakes the worker again.
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
         let done = self.done.try_recv().ok()?;
         self.shared.pending.fetch_sub(1, Ordering::SeqCst);
         Some(done)
@@ -222,17 +338,15 @@ impl<T> SpawnQueue<T> {
     /// Queues a spawn; its [`SpawnDone`] reaches the worker (after a wake), with `carry`.
     pub(crate) fn submit(&self, request: SpawnRequest, carry: T) {
         self.shared.pending.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.jobs.send(Work::Spawn(Job { request, carry })) {
-            // Every spawner thread is gone (the worker stopped): the spawn fails like any
-            // other. If the worker is gone too, `carry` (the caller's reply) is dropped,
-            // which its caller reads as a closed pool.
-            if let Work::Spawn(job) = e.0 {
-                let _ = self.refused.send(SpawnDone {
-                    id: job.request.id,
-                    result: Err(SpawnError::PoolClosed),
-                    carry: job.carry,
-                });
-            }
+        if let Err(job) = self.jobs.push(Job { request, carry }) {
+            // The worker stopped: the spawn fails like any other. If the worker is gone,
+            // `carry` (the caller's reply) is dropped, which its caller reads as a closed
+            // pool.
+            let _ = self.refused.send(SpawnDone {
+                id: job.request.id,
+                result: Err(SpawnError::PoolClosed),
+                carry: job.carry,
+            });
         }
     }
 
@@ -245,9 +359,7 @@ impl<T> SpawnQueue<T> {
 impl<T> Drop for Spawner<T> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        for _ in &self.threads {
-            let _ = self.jobs.send(Work::Stop);
-        }
+        self.jobs.stop();
         for record in &self.shared.in_flight {
             record.kill();
         }
@@ -261,7 +373,7 @@ impl<T> Drop for Spawner<T> {
 
 struct SpawnerThread<T> {
     cloner: Cloner,
-    jobs: Receiver<Work<T>>,
+    jobs: Arc<JobQueue<T>>,
     done: Sender<SpawnDone<T>>,
     wake: Arc<dyn Fn() + Send + Sync>,
     containment: Arc<PoolContainment>,
@@ -274,7 +386,7 @@ impl<T> SpawnerThread<T> {
         // No signal is taken here: the process's handlers run on other threads, and the
         // children start with every signal blocked until they reset their own.
         spawn::block_all_signals();
-        while let Ok(Work::Spawn(Job { request, carry })) = self.jobs.recv() {
+        while let Some(Job { request, carry }) = self.jobs.pop() {
             let result = if self.shared.closed.load(Ordering::SeqCst) {
                 Err(SpawnError::PoolClosed)
             } else {
@@ -297,7 +409,9 @@ impl<T> SpawnerThread<T> {
             // The worker takes every pending spawn back before it stops; if it died, the
             // caller's reply (in `carry`) is dropped, which it reads as a closed pool.
             let _ = self.done.send(done);
-            (self.wake)();
+            if !self.shared.wake_pending.swap(true, Ordering::SeqCst) {
+                (self.wake)();
+            }
         }
         // Children of this thread die with it (PDEATHSIG): the worker ended them already.
     }

@@ -52,6 +52,28 @@ pub fn touch_heap(bytes: u64) -> Vec<u8> {
     heap
 }
 
+/// CPU time of this process's live threads, summed by the name's prefix before the last
+/// `-` (e.g. `pidring-worker`, `pidring-spawn`), from `/proc/self/task/*/schedstat`
+/// (nanoseconds on the CPU).
+pub fn cpu_by_thread_kind() -> std::collections::BTreeMap<String, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        let kind = name.rsplit_once('-').map_or(name, |(k, _)| k).to_string();
+        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        *out.entry(kind).or_insert(Duration::ZERO) += Duration::from_nanos(ns);
+    }
+    out
+}
+
 /// User + system CPU time of this process (all its threads; not its children).
 pub fn cpu_self() -> Duration {
     crate::sys::rusage_self_cpu().unwrap_or(Duration::ZERO)

@@ -202,10 +202,14 @@ impl Drop for ChildStack {
     }
 }
 
-/// What one cloning thread owns: the child's stack and the in-flight record.
+/// What one cloning thread owns: the child's stack, the in-flight record, and (for a
+/// long-lived spawner) a `/dev/null` kept open for its children's null streams.
 pub(crate) struct Cloner {
     stack: ChildStack,
     in_flight: Arc<InFlight>,
+    null: Option<OwnedFd>,
+    /// This process's pid: the parent every child re-checks.
+    pid: i32,
 }
 
 /// Blocks every signal of the calling thread until dropped, glibc's internal ones (SIGCANCEL,
@@ -267,7 +271,25 @@ impl Cloner {
         Ok(Cloner {
             stack: ChildStack::new()?,
             in_flight: Arc::new(InFlight::new()),
+            null: None,
+            pid: rustix::process::getpid().as_raw_nonzero().get(),
         })
+    }
+
+    /// Keeps `/dev/null` open for every spawn instead of opening it each time (one fd for
+    /// as long as the cloner lives).
+    pub(crate) fn keep_dev_null(&mut self) -> io::Result<()> {
+        self.null = Some(super::fds::open_dev_null()?);
+        Ok(())
+    }
+
+    pub(super) fn dev_null(&self) -> Option<&OwnedFd> {
+        self.null.as_ref()
+    }
+
+    /// The pid of the process this cloner belongs to.
+    pub(super) fn parent_pid(&self) -> i32 {
+        self.pid
     }
 
     /// The record other threads read while this cloner's thread is suspended in a clone.

@@ -55,11 +55,11 @@ pub(crate) fn spawn_with(
     method: SpawnMethod,
 ) -> Result<Child, SpawnError> {
     let join_v2 = method == SpawnMethod::Clone && placement.cgroup_dir.is_some();
-    let mut plan = fds::Plan::new(prepared, placement, join_v2)?;
+    let mut plan = fds::Plan::new(prepared, placement, join_v2, cloner.dev_null())?;
     let report = Report::new();
     let ctx = ChildCtx {
         report: &report,
-        parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
+        parent_pid: cloner.parent_pid(),
         cgroup_procs: &plan.cgroup_procs_raw,
         redirects: &plan.redirects,
         keep: &prepared.channels_sorted,

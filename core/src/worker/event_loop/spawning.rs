@@ -16,7 +16,7 @@ impl Worker {
                 tracing::debug!(task = %id, error = %e, "spawn failed");
             }
             // A caller that went away no longer wants the answer; the task runs regardless.
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 
@@ -37,15 +37,13 @@ impl Worker {
             tree,
         } = started;
         let Some(fixed) = self.fixed.take(1 + streams.len()) else {
-            let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, true);
-            let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, false);
-            reap_blocking(pidfd.as_fd());
+            kill_and_reap(pidfd.as_fd());
             self.forget_runner(pid);
             let _ = tree.remove();
             return Err(SpawnError::AtCapacity(self.tasks.len()));
         };
         let stream_ids: Vec<StreamId> = streams.iter().map(|(s, _)| *s).collect();
-        if let Err(e) = self.register(&fixed, pidfd, streams) {
+        if let Err(e) = self.register(&fixed, pid, pidfd, streams) {
             // Registration failed after the child started; `register` killed and reaped it.
             for slot in fixed {
                 let _ = self.ring.unregister_file(slot);
@@ -116,23 +114,21 @@ impl Worker {
     pub(super) fn register(
         &mut self,
         fixed: &[u32],
+        pid: i32,
         pidfd: OwnedFd,
         streams: Vec<(StreamId, OwnedFd)>,
     ) -> io::Result<()> {
         for ((_, fd), slot) in streams.into_iter().zip(&fixed[1..]) {
             if let Err(e) = self.ring.register_file(*slot, fd) {
-                let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, true);
-                let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, false);
-                reap_blocking(pidfd.as_fd());
+                kill_and_reap(pidfd.as_fd());
                 return Err(e);
             }
         }
-        let pidfd_for_cleanup = pidfd.try_clone();
         if let Err(e) = self.ring.register_file(fixed[0], pidfd) {
-            if let Ok(fd) = pidfd_for_cleanup {
-                let _ = pidfd::send_signal(fd.as_fd(), libc::SIGKILL, true);
-                let _ = pidfd::send_signal(fd.as_fd(), libc::SIGKILL, false);
-                reap_blocking(fd.as_fd());
+            // The pidfd went with the failed registration. The child is ours and unreaped,
+            // so its pid cannot have been reused: a new pidfd reaches it and nothing else.
+            if let Ok(fd) = pidfd::open(pid) {
+                kill_and_reap(fd.as_fd());
             }
             return Err(e);
         }
@@ -144,6 +140,13 @@ impl Worker {
             runners.remove(pid);
         }
     }
+}
+
+/// SIGKILLs a child that never became a task (its group too), and reaps it.
+fn kill_and_reap(pidfd: BorrowedFd<'_>) {
+    let _ = pidfd::send_signal(pidfd, libc::SIGKILL, true);
+    let _ = pidfd::send_signal(pidfd, libc::SIGKILL, false);
+    reap_blocking(pidfd);
 }
 
 /// Reaps a child we just SIGKILLed, waiting for it.

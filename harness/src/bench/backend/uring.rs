@@ -325,6 +325,7 @@ fn scenario(
                 }
                 let child = ctx.programs.spawned(params);
                 ctx.stage("spawn + reap", tasks);
+                let threads0 = crate::bench::resources::cpu_by_thread_kind();
                 let cpu0 = cpu_self();
                 let t0 = Instant::now();
                 submit(
@@ -366,6 +367,13 @@ fn scenario(
                 let all_done = t0.elapsed();
                 m.extra
                     .insert("phase_cpu_s".into(), (cpu_self() - cpu0).as_secs_f64());
+                // Where the supervisor's CPU went, per thread kind (submitter threads end
+                // with the phase, so they show as what is missing from the total).
+                for (kind, t) in crate::bench::resources::cpu_by_thread_kind() {
+                    let before = threads0.get(&kind).copied().unwrap_or_default();
+                    let spent = t.saturating_sub(before).as_secs_f64();
+                    m.extra.insert(format!("cpu_{kind}_s"), spent);
+                }
                 m.extra.insert("all_done_s".into(), all_done.as_secs_f64());
                 if let Some(l) = spawn_loop {
                     m.extra.insert("spawn_loop_s".into(), l.as_secs_f64());
