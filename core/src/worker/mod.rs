@@ -108,7 +108,8 @@ pub(crate) struct WorkerShared {
     /// Straight to the worker's spawner threads: a spawn wakes the worker only once it is
     /// done.
     spawns: spawner::SpawnQueue<PendingSpawn>,
-    wake: OwnedFd,
+    /// The worker's eventfd (shared with its spawner threads, which wake it too).
+    wake: Arc<OwnedFd>,
     pub(crate) counters: Counters,
     pub(crate) capacity: usize,
 }
@@ -181,7 +182,8 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let (tx, rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
     let worker_wake = wake.try_clone().map_err(BuildError::Ring)?;
-    let spawner_wake = wake.try_clone().map_err(BuildError::Ring)?;
+    let wake = Arc::new(wake);
+    let spawner_wake = Arc::clone(&wake);
     let (spawner, spawns) = spawner::Spawner::start(
         setup.index,
         Arc::clone(&setup.containment),
@@ -189,7 +191,7 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
         move || {
             // Fails only if the counter would overflow, which a worker that reads it never
             // lets happen; the finished spawn is queued either way.
-            let _ = rustix::io::write(&spawner_wake, &1u64.to_ne_bytes());
+            let _ = rustix::io::write(&*spawner_wake, &1u64.to_ne_bytes());
         },
     )
     .map_err(BuildError::Thread)?;

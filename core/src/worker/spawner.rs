@@ -262,10 +262,11 @@ impl<T: Send + 'static> Spawner<T> {
         });
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+        let null = Arc::new(spawn::open_dev_null()?);
         let mut cloners = Vec::with_capacity(SPAWNERS_PER_WORKER);
         for _ in 0..SPAWNERS_PER_WORKER {
             let mut cloner = Cloner::new()?;
-            cloner.keep_dev_null()?;
+            cloner.use_dev_null(Arc::clone(&null));
             cloners.push(cloner);
         }
         let shared = Arc::new(Shared {

@@ -207,7 +207,7 @@ impl Drop for ChildStack {
 pub(crate) struct Cloner {
     stack: ChildStack,
     in_flight: Arc<InFlight>,
-    null: Option<OwnedFd>,
+    null: Option<Arc<OwnedFd>>,
     /// This process's pid: the parent every child re-checks.
     pid: i32,
 }
@@ -276,15 +276,14 @@ impl Cloner {
         })
     }
 
-    /// Keeps `/dev/null` open for every spawn instead of opening it each time (one fd for
-    /// as long as the cloner lives).
-    pub(crate) fn keep_dev_null(&mut self) -> io::Result<()> {
-        self.null = Some(super::fds::open_dev_null()?);
-        Ok(())
+    /// An open `/dev/null` for this cloner's spawns, instead of opening it each time (one
+    /// fd shared by the cloners of a worker, for as long as they live).
+    pub(crate) fn use_dev_null(&mut self, null: Arc<OwnedFd>) {
+        self.null = Some(null);
     }
 
     pub(super) fn dev_null(&self) -> Option<&OwnedFd> {
-        self.null.as_ref()
+        self.null.as_deref()
     }
 
     /// The pid of the process this cloner belongs to.

@@ -46,7 +46,7 @@ fn nofile_for_child() -> Option<(u64, u64)> {
 }
 
 /// Opens `/dev/null` (close-on-exec: children get their own copy by `dup3`).
-pub(super) fn open_dev_null() -> Result<OwnedFd, Errno> {
+pub(crate) fn open_dev_null() -> Result<OwnedFd, Errno> {
     rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
 }
 

@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub(crate) use clone::{block_all_signals, Cloner, InFlight};
 pub use clone::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
-pub(crate) use fds::remember_nofile_limit;
+pub(crate) use fds::{open_dev_null, remember_nofile_limit};
 pub(crate) use prepare::{prepare, Prepared};
 
 use crate::containment::Placement;

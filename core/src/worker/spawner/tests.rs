@@ -258,3 +258,51 @@ fn stuck_child() -> Option<i32> {
                 .is_ok_and(|c| c.starts_with("pidring-spawn"))
         })
 }
+
+/// CPU on this thread, from `/proc/thread-self/schedstat`.
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(
+        text.split_whitespace()
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// What a task's cgroup costs the spawner (mkdir, open for `CLONE_INTO_CGROUP`) and the
+/// release (rmdir), apart from any spawn.
+/// `cargo test --release -p pidring --lib -- --ignored cgroup_cost --nocapture`
+#[test]
+#[ignore]
+fn cgroup_cost() {
+    let pool = match PoolContainment::new(Containment::Cgroup) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("SKIP cgroup_cost: {e}");
+            return;
+        }
+    };
+    let n = 2000u64;
+    let (mut make, mut remove) = (Duration::ZERO, Duration::ZERO);
+    let (mut make_cpu, mut remove_cpu) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..n {
+        let (t, c) = (Instant::now(), thread_cpu());
+        let tree = pool.prepare(i, &crate::spec::Limits::default()).unwrap();
+        drop(tree.placement().unwrap());
+        make += t.elapsed();
+        make_cpu += thread_cpu() - c;
+        let (t, c) = (Instant::now(), thread_cpu());
+        tree.remove().unwrap();
+        remove += t.elapsed();
+        remove_cpu += thread_cpu() - c;
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "cgroup per task: make + open {:.0} us wall ({:.0} us CPU), remove {:.0} us wall ({:.0} us CPU)",
+        us(make),
+        us(make_cpu),
+        us(remove),
+        us(remove_cpu)
+    );
+}
