@@ -81,7 +81,7 @@ pub(crate) fn spawn_with(
     let cloned = cloner.clone_vfork(&ctx, method, cgroup);
     // The child has its own copies now (or never came to be).
     plan.close_child_ends();
-    let (pid, pidfd) = cloned.map_err(|errno| SpawnError::from_errno(errno, &prepared.program))?;
+    let (pid, pidfd) = cloned.map_err(report::clone_error)?;
     match report.outcome() {
         Outcome::Exec => Ok(Child {
             pid,

@@ -58,6 +58,19 @@ pub(super) fn setup_error(
     }
 }
 
+/// The error for a clone that made no child: the process limits (`EAGAIN`), the fd limit
+/// (the pidfd), or a refusal of the call itself.
+pub(super) fn clone_error(errno: i32) -> SpawnError {
+    match errno {
+        libc::EAGAIN => SpawnError::TooManyProcesses,
+        libc::EMFILE | libc::ENFILE => SpawnError::TooManyFiles,
+        _ => SpawnError::Setup {
+            step: "creating the process",
+            source: io::Error::from_raw_os_error(errno),
+        },
+    }
+}
+
 /// The error for a child that ended before `execve` without recording why: it was killed
 /// (a SIGKILL from a shutdown, the OOM killer, or another process).
 pub(super) fn died_before_exec() -> SpawnError {
