@@ -52,6 +52,24 @@ pub fn touch_heap(bytes: u64) -> Vec<u8> {
     heap
 }
 
+/// Waits until the machine has settled after a burst of new processes (the held tasks of
+/// `spawn --hold` still run their start-up after their exec, which would otherwise be
+/// measured as the spawns' cost): until at most `runnable` tasks are runnable system-wide
+/// (`/proc/loadavg`) three looks in a row, or `limit` passed. Returns the time waited.
+pub fn wait_quiet(runnable: u64, limit: Duration) -> Duration {
+    let t0 = std::time::Instant::now();
+    let mut calm = 0;
+    while calm < 3 && t0.elapsed() < limit {
+        let running = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
+            .unwrap_or(0u64);
+        calm = if running <= runnable { calm + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t0.elapsed()
+}
+
 /// CPU time of this process's live threads, summed by the name's prefix before the last
 /// `-` (e.g. `pidring-worker`, `pidring-spawn`), from `/proc/self/task/*/schedstat`
 /// (nanoseconds on the CPU).

@@ -226,7 +226,12 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
             // Idle tasks held meanwhile, with their fds in this process's table.
             let held = if hold > 0 {
                 let h = ctx.fit(&mut m, hold, fds, pids_per) as usize;
-                start_fleet(l, ctx, &mut m, h, &ftx, &frx)
+                let pids = start_fleet(l, ctx, &mut m, h, &ftx, &frx);
+                // Let the held tasks finish starting up before the measured spawns.
+                ctx.stage("waiting for the held tasks to settle", 0);
+                let waited = crate::bench::resources::wait_quiet(4, Duration::from_secs(60));
+                m.extra.insert("settle_s".into(), waited.as_secs_f64());
+                pids
             } else {
                 Vec::new()
             };

@@ -73,6 +73,12 @@ fn spawn(tasks: u64, concurrency: u64, hold: u64, ctx: &Ctx) -> Measured {
         ctx.stage("holding idle tasks", hold);
         (0..hold).filter_map(|_| spawner.spawn().ok()).collect()
     };
+    if !held.is_empty() {
+        // Let the held tasks finish starting up before the measured spawns.
+        ctx.stage("waiting for the held tasks to settle", 0);
+        let waited = crate::bench::resources::wait_quiet(4, Duration::from_secs(60));
+        m.extra.insert("settle_s".into(), waited.as_secs_f64());
+    }
     let mut m = spawn_phase(tasks, concurrency, ctx, m);
     m.extra.insert("held".into(), held.len() as f64);
     m.peak_tasks += held.len() as u64;

@@ -259,6 +259,13 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
     result.map(|()| m)
 }
 
+/// Lets the held tasks finish starting up before the measured spawns (see `wait_quiet`).
+fn settle(ctx: &Ctx, m: &mut Measured) {
+    ctx.stage("waiting for the held tasks to settle", 0);
+    let waited = crate::bench::resources::wait_quiet(4, Duration::from_secs(60));
+    m.extra.insert("settle_s".into(), waited.as_secs_f64());
+}
+
 fn capacity_fit(pool: &Pool, ctx: &Ctx, m: &mut Measured, asked: u64, pids: u64) -> u64 {
     let mut n = ctx.fit(m, asked, 0, pids);
     let cap = pool.capacity() as u64;
@@ -310,6 +317,7 @@ fn scenario(
                             ctx.bar.set_position(book.reported[FLEET] as u64);
                         }
                     }
+                    settle(ctx, m);
                     h
                 } else {
                     0
