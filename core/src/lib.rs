@@ -55,5 +55,6 @@ pub use error::{BuildError, ControlError, SpawnError};
 pub use event::{Event, TaskId};
 pub use pool::{Backend, BackendKind, Pool, PoolBuilder, PoolStats, TaskHandle};
 pub use spec::{AfterExit, Limits, Session, Stdio, TaskSpec};
+pub use sys::spawn::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
 pub use task::{ExitStatus, Outcome, Reason, StreamId};
 pub use worker::driver::select::UringProbe;

@@ -263,6 +263,8 @@ impl PoolBuilder {
 /// table: the kernel caps it at `RLIMIT_NOFILE`.
 fn raise_fd_limit() -> u32 {
     use rustix::process::{getrlimit, setrlimit, Resource};
+    // Children get the original soft limit back before exec.
+    crate::sys::spawn::remember_nofile_limit();
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
@@ -315,20 +317,18 @@ impl Pool {
         let worker = self
             .workers
             .iter()
-            .min_by_key(|w| w.live())
+            .min_by_key(|w| w.load())
             .ok_or(SpawnError::PoolClosed)?;
+        if worker.load() >= worker.capacity as u64 {
+            return Err(SpawnError::AtCapacity(worker.live() as usize));
+        }
         let prepared = Box::new(crate::sys::spawn::prepare(&spec)?);
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        worker
-            .send(Command::Spawn {
-                prepared,
-                spec: Box::new(spec),
-                id,
-                reply: reply_tx,
-            })
-            .map_err(|()| SpawnError::PoolClosed)?;
-        let spawned = reply_rx.recv().map_err(|_| SpawnError::PoolClosed)??;
+        let (reply_tx, reply_rx) = crate::worker::spawner::reply();
+        // Straight to the worker's spawner threads; the worker replies once it adopted the
+        // child. A dropped reply means the worker stopped.
+        worker.spawn(id, prepared, Box::new(spec), reply_tx);
+        let spawned = reply_rx.wait().ok_or(SpawnError::PoolClosed)??;
         Ok(TaskHandle {
             id,
             pid: spawned.pid as u32,

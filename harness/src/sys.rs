@@ -712,3 +712,22 @@ impl Spawner<'_> {
         }
     }
 }
+
+/// Gives `cmd` the safety a supervisor wants in its children, the way a `std` or tokio user
+/// would: a `pre_exec` hook that calls `setsid()` and `prctl(PR_SET_PDEATHSIG, SIGKILL)`.
+/// Any `pre_exec` makes std fork instead of `posix_spawn` (the `tokio-safe` bench row).
+pub fn add_safety_pre_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and calls only setsid(2) and
+    // prctl(2), which are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -69,6 +69,19 @@ pub(crate) fn spawn_error(error: SpawnError) -> PyErr {
         // The binding never installs an `on_event` callback, so this cannot come from Python;
         // mapped for completeness.
         SpawnError::FromCallback => classes::SpawnOSError::new_err(message),
+        SpawnError::Cwd { path, source } => {
+            let path = path.to_string_lossy().into_owned();
+            match source.raw_os_error() {
+                Some(errno) => {
+                    classes::SpawnOSError::new_err(os_args(errno, &message, Some(&path)))
+                }
+                None => classes::SpawnOSError::new_err(message),
+            }
+        }
+        SpawnError::Setup { source, .. } => match source.raw_os_error() {
+            Some(errno) => classes::SpawnOSError::new_err(os_args(errno, &message, None)),
+            None => classes::SpawnOSError::new_err(message),
+        },
         SpawnError::Io(e) => match e.raw_os_error() {
             Some(errno) => classes::SpawnOSError::new_err(os_args(errno, &message, None)),
             None => classes::SpawnOSError::new_err(message),

@@ -38,7 +38,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsFd;
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, WaitId, WaitIdOptions};
@@ -91,6 +91,11 @@ pub(crate) struct OrphanSweep {
 struct State {
     /// Task runners not reaped yet: their zombies belong to their workers.
     runners: HashSet<i32>,
+    /// The spawner threads' clones in progress: a runner just cloned (which may already have
+    /// exited) is there until it is registered in `runners` (`started`, which needs this
+    /// lock, comes before the record is cleared, so a sweep, which holds it, sees the pid in
+    /// one place or the other).
+    in_flight: Vec<std::sync::Arc<crate::sys::spawn::InFlight>>,
     /// Tasks not released yet, by runner pid: their start (clock ticks since boot).
     live: HashMap<i32, u64>,
     /// Released tasks, by runner pid: (start, end) ticks.
@@ -103,18 +108,17 @@ struct State {
     last_full_scan: Option<Instant>,
 }
 
-/// The sweep's lock, held across a spawn so that a sweep never sees a runner's pid before it
-/// is registered (and takes its zombie for an orphan).
-pub(crate) struct Spawning<'a> {
-    state: MutexGuard<'a, State>,
+/// A runner about to be started: when (for the sweep's "born before every live task"
+/// rule), and, once started, its pid ([`OrphanSweep::started`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spawning {
     start: u64,
 }
 
-impl Spawning<'_> {
-    /// Registers the runner that was just started.
-    pub(crate) fn started(mut self, runner: i32) {
-        self.state.runners.insert(runner);
-        self.state.live.insert(runner, self.start);
+impl State {
+    /// A task runner's pid (registered, or being cloned right now).
+    fn is_runner(&self, pid: i32) -> bool {
+        self.runners.contains(&pid) || self.in_flight.iter().any(|r| r.pid() == Some(pid))
     }
 }
 
@@ -194,14 +198,32 @@ impl OrphanSweep {
         ns / (1_000_000_000 / self.ticks_per_second).max(1)
     }
 
-    /// Call before starting a runner; call [`Spawning::started`] with its pid. Waits for a
-    /// sweep in progress on another worker (a sweep holds the lock for one pass of `/proc`).
-    pub(crate) fn spawning(&self) -> Spawning<'_> {
-        let start = self.now_ticks();
+    /// Call before starting a runner; then [`started`](OrphanSweep::started) with its pid.
+    /// Takes no lock: spawns on every worker go on while a sweep runs.
+    pub(crate) fn spawning(&self) -> Spawning {
         Spawning {
-            state: super::lock(&self.state),
-            start,
+            start: self.now_ticks(),
         }
+    }
+
+    /// Registers a runner that was just started (before the clone's in-flight record that
+    /// names it is cleared: see `State::in_flight`).
+    pub(crate) fn started(&self, spawning: Spawning, runner: i32) {
+        let mut st = super::lock(&self.state);
+        st.runners.insert(runner);
+        st.live.insert(runner, spawning.start);
+    }
+
+    /// A spawner thread's record of the child it is cloning (its pid is published by the
+    /// kernel at the clone): that pid is a runner's, never an orphan, from the first moment.
+    pub(crate) fn watch_in_flight(&self, record: std::sync::Arc<crate::sys::spawn::InFlight>) {
+        super::lock(&self.state).in_flight.push(record);
+    }
+
+    /// Whether the sweep takes `pid` for a task runner (tests).
+    #[cfg(test)]
+    pub(crate) fn is_runner(&self, pid: i32) -> bool {
+        super::lock(&self.state).is_runner(pid)
     }
 
     /// The runner was reaped by its worker: its pid is no longer a child of ours.
@@ -252,7 +274,7 @@ impl OrphanSweep {
         let mut blocked = false;
         for _ in 0..1024 {
             match crate::sys::pidfd::peek_exited_child() {
-                Ok(Some(pid)) if !st.runners.contains(&pid) => match read_stat(pid) {
+                Ok(Some(pid)) if !st.is_runner(pid) => match read_stat(pid) {
                     Some(p) if self.owner(&st, &p, host_session()) != Owner::Host => {
                         if reap_pid(pid) {
                             report.reaped += 1;
@@ -309,7 +331,7 @@ impl OrphanSweep {
         // Born at or before this tick, an escaper may belong to a task still live.
         let oldest_live = st.live.values().copied().min();
         for pid in children() {
-            if st.runners.contains(&pid) {
+            if st.is_runner(pid) {
                 continue;
             }
             let Some(p) = read_stat(pid) else { continue };
@@ -416,7 +438,7 @@ impl Drop for OrphanSweep {
             let mut report = SweepReport::default();
             self.full_scan(&mut st, true, &mut report);
             let left = children().into_iter().any(|pid| {
-                !st.runners.contains(&pid)
+                !st.is_runner(pid)
                     && read_stat(pid)
                         .is_some_and(|p| self.owner(&st, &p, host_session()) != Owner::Host)
             });

@@ -398,7 +398,7 @@ fn start_runner(sweep: &OrphanSweep, tree: &TaskContainment, spec: TaskSpec) -> 
     let placement = tree.placement().expect("placement");
     let spawning = sweep.spawning();
     let child = spawn::spawn(&prepared, &placement).expect("spawn");
-    spawning.started(child.pid);
+    sweep.started(spawning, child.pid);
     child
 }
 

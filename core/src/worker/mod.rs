@@ -3,7 +3,9 @@
 //! that the driver watches, so no lock sits on the hot path.
 //!
 //! What the worker does for its tasks:
-//! - spawns them on its own thread (`PR_SET_PDEATHSIG` follows the creating thread);
+//! - spawns them on its spawner threads (`spawner`), which live as long as it does
+//!   (`PR_SET_PDEATHSIG` follows the creating thread) and wait for each exec, so that its
+//!   loop never does;
 //! - hands each task's pidfd and stream ends to its driver (`driver`), which keeps them as
 //!   io_uring direct descriptors or in the epoll set;
 //! - turns completions into machine events and machine actions into driver operations; the
@@ -13,6 +15,7 @@ mod backpressure;
 pub(crate) mod cleanup_thread;
 pub(crate) mod driver;
 mod event_loop;
+pub(crate) mod spawner;
 mod timers;
 pub(crate) mod tree_watch;
 pub mod user_data;
@@ -48,13 +51,6 @@ pub(crate) enum Request {
 }
 
 pub(crate) enum Command {
-    Spawn {
-        spec: Box<TaskSpec>,
-        /// Resolved on the caller's thread, so the worker only clones and registers.
-        prepared: Box<crate::sys::spawn::Prepared>,
-        id: TaskId,
-        reply: Sender<Result<Spawned, SpawnError>>,
-    },
     Control {
         /// The task's full id: only it tells a stale handle from the slot's next task.
         id: TaskId,
@@ -135,10 +131,21 @@ pub(crate) struct Counters {
     pub(crate) lent_pidfds_peak: AtomicU64,
 }
 
+/// What the worker keeps about a spawn while its spawner threads work on it.
+pub(crate) struct PendingSpawn {
+    pub(crate) spec: Box<TaskSpec>,
+    /// Where `Pool::spawn`'s caller waits for the result, sent once the task is adopted.
+    pub(crate) reply: spawner::ReplyTx<Result<Spawned, SpawnError>>,
+}
+
 /// The part of a worker that other threads hold.
 pub(crate) struct WorkerShared {
     commands: Sender<Command>,
-    wake: OwnedFd,
+    /// Straight to the worker's spawner threads: a spawn wakes the worker only once it is
+    /// done.
+    spawns: spawner::SpawnQueue<PendingSpawn>,
+    /// The worker's eventfd (shared with its spawner threads, which wake it too).
+    wake: Arc<OwnedFd>,
     pub(crate) counters: Counters,
     pub(crate) capacity: usize,
 }
@@ -151,6 +158,28 @@ impl WorkerShared {
         // keeps reading it never lets happen; the command is queued either way.
         let _ = rustix::io::write(self.wake.as_fd(), &1u64.to_ne_bytes());
         Ok(())
+    }
+
+    /// Starts a task: `prepared` (resolved on the caller's thread) goes to the spawner
+    /// threads; the result comes on `reply` once the program runs and the worker adopted it.
+    pub(crate) fn spawn(
+        &self,
+        id: TaskId,
+        prepared: Box<crate::sys::spawn::Prepared>,
+        spec: Box<TaskSpec>,
+        reply: spawner::ReplyTx<Result<Spawned, SpawnError>>,
+    ) {
+        let request = spawner::SpawnRequest {
+            id,
+            prepared,
+            limits: spec.limits,
+        };
+        self.spawns.submit(request, PendingSpawn { spec, reply });
+    }
+
+    /// Live tasks plus spawns under way: what the pool balances on.
+    pub(crate) fn load(&self) -> u64 {
+        self.counters.live.load(Ordering::Relaxed) + self.spawns.pending() as u64
     }
 
     pub(crate) fn live(&self) -> u64 {
@@ -207,9 +236,23 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let worker_wake = wake
         .try_clone()
         .map_err(|e| BuildError::Driver(backend, e))?;
+    let wake = Arc::new(wake);
+    let spawner_wake = Arc::clone(&wake);
+    let (spawner, spawns) = spawner::Spawner::start(
+        setup.index,
+        Arc::clone(&setup.containment),
+        setup.orphans.clone(),
+        move || {
+            // Fails only if the counter would overflow, which a worker that reads it never
+            // lets happen; the finished spawn is queued either way.
+            let _ = rustix::io::write(&*spawner_wake, &1u64.to_ne_bytes());
+        },
+    )
+    .map_err(BuildError::Thread)?;
     let capacity = setup.capacity;
     let shared = Arc::new(WorkerShared {
         commands: tx,
+        spawns,
         wake,
         counters: Counters::default(),
         capacity,
@@ -217,7 +260,7 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let thread_shared = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name(format!("pidring-worker-{}", setup.index))
-        .spawn(move || run_thread(setup, rx, worker_wake, thread_shared, ready_tx))
+        .spawn(move || run_thread(setup, spawner, rx, worker_wake, thread_shared, ready_tx))
         .map_err(BuildError::Thread)?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok((shared, thread)),
@@ -239,6 +282,7 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
 /// that submits to it) and runs the loop on it.
 fn run_thread(
     setup: WorkerSetup,
+    spawner: spawner::Spawner<PendingSpawn>,
     commands: crossbeam_channel::Receiver<Command>,
     wake: OwnedFd,
     shared: Arc<WorkerShared>,
@@ -246,13 +290,13 @@ fn run_thread(
 ) {
     match setup.backend {
         BackendKind::Uring => match UringDriver::new(setup.sizes, wake) {
-            Ok(driver) => run_on(driver, setup, commands, shared, ready),
+            Ok(driver) => run_on(driver, setup, spawner, commands, shared, ready),
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
         },
         BackendKind::Epoll => match EpollDriver::new(setup.epoll_budget, wake) {
-            Ok(driver) => run_on(driver, setup, commands, shared, ready),
+            Ok(driver) => run_on(driver, setup, spawner, commands, shared, ready),
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
@@ -263,6 +307,7 @@ fn run_thread(
 fn run_on<D: driver::Driver>(
     driver: D,
     setup: WorkerSetup,
+    spawner: spawner::Spawner<PendingSpawn>,
     commands: crossbeam_channel::Receiver<Command>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
@@ -270,7 +315,7 @@ fn run_on<D: driver::Driver>(
     #[cfg(test)]
     if let Some(faults) = setup.faults.clone() {
         let driver = driver::faulty::Faulty::new(driver, faults);
-        return event_loop::run(driver, setup, commands, shared, ready);
+        return event_loop::run(driver, setup, spawner, commands, shared, ready);
     }
-    event_loop::run(driver, setup, commands, shared, ready)
+    event_loop::run(driver, setup, spawner, commands, shared, ready)
 }

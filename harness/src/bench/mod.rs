@@ -354,6 +354,9 @@ fn run_pair(
                 "setup_rss_kib".into(),
                 base_kib.saturating_sub(rss0.rss_kib) as f64,
             );
+            if let Some(&phase) = m.extra.get("phase_cpu_s") {
+                rec.cpu_s = phase;
+            }
             rec.survivors = m.survivors;
             rec.errors = m.errors;
             rec.error_samples = m.error_samples;

@@ -40,6 +40,58 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Allocates `bytes` and writes one byte in every page, so the memory is resident and
+/// mapped by small pages (as a supervisor's heap of many objects is): what a fork-style
+/// spawn has to copy the page tables of. Keep the result alive for as long as it counts.
+pub fn touch_heap(bytes: u64) -> Vec<u8> {
+    let mut heap = vec![0u8; bytes as usize];
+    for page in heap.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&heap);
+    heap
+}
+
+/// Waits until the machine has settled after a burst of new processes (the held tasks of
+/// `spawn --hold` still run their start-up after their exec, which would otherwise be
+/// measured as the spawns' cost): until at most `runnable` tasks are runnable system-wide
+/// (`/proc/loadavg`) three looks in a row, or `limit` passed. Returns the time waited.
+pub fn wait_quiet(runnable: u64, limit: Duration) -> Duration {
+    let t0 = std::time::Instant::now();
+    let mut calm = 0;
+    while calm < 3 && t0.elapsed() < limit {
+        let running = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
+            .unwrap_or(0u64);
+        calm = if running <= runnable { calm + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t0.elapsed()
+}
+
+/// CPU time of this process's live threads, summed by the name's prefix before the last
+/// `-` (e.g. `pidring-worker`, `pidring-spawn`), from `/proc/self/task/*/schedstat`
+/// (nanoseconds on the CPU).
+pub fn cpu_by_thread_kind() -> std::collections::BTreeMap<String, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        let kind = name.rsplit_once('-').map_or(name, |(k, _)| k).to_string();
+        let ns: u64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        *out.entry(kind).or_insert(Duration::ZERO) += Duration::from_nanos(ns);
+    }
+    out
+}
+
 /// User + system CPU time of this process (all its threads; not its children).
 pub fn cpu_self() -> Duration {
     crate::sys::rusage_self_cpu().unwrap_or(Duration::ZERO)

@@ -32,15 +32,22 @@ pub enum BackendName {
     Threads,
     /// The floor: a bare posix_spawn + waitpid loop (spawn), a raw poll + read loop (chatty).
     Limit,
+    /// tokio::process with the safety pidring gives (`setsid` + `PR_SET_PDEATHSIG` in a
+    /// `pre_exec`), which forces std onto fork (spawn only).
+    TokioSafe,
+    /// A plain `std::process::Command` loop with the same pipes (spawn only).
+    Std,
 }
 
 impl BackendName {
-    pub const ALL: [BackendName; 5] = [
+    pub const ALL: [BackendName; 7] = [
         BackendName::Uring,
         BackendName::Epoll,
         BackendName::Tokio,
         BackendName::Threads,
         BackendName::Limit,
+        BackendName::TokioSafe,
+        BackendName::Std,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +57,8 @@ impl BackendName {
             BackendName::Tokio => "tokio",
             BackendName::Threads => "threads",
             BackendName::Limit => "limit",
+            BackendName::TokioSafe => "tokio-safe",
+            BackendName::Std => "std",
         }
     }
 }
@@ -79,12 +88,47 @@ impl ContainmentName {
 /// `--quick` defaults).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SpawnKnobs {
-    /// Tasks to spawn and reap (default 3000, quick 200).
+    /// Tasks to spawn and reap (default 3000, quick 200; 2000 with one submitter).
     #[arg(long)]
     pub tasks: Option<u64>,
-    /// Tasks in flight at once (default 32).
+    /// Tasks in flight at once (default 32; unlimited with one submitter).
     #[arg(long)]
     pub concurrency: Option<u64>,
+    /// The supervisor first allocates and touches this much memory (e.g. `2G`, `512M`).
+    #[arg(long, value_parser = parse_size)]
+    pub heap: Option<u64>,
+    /// Idle tasks (`sleep`) the supervisor holds while it spawns (lowered to what the fd
+    /// limit allows for backends that keep fds per task).
+    #[arg(long)]
+    pub hold: Option<u64>,
+    /// Threads calling spawn (default: one per core). `1` is the way a newcomer first uses
+    /// a library, `for … { pool.spawn(spec)? }`: the rate is then the spawn loop's, tasks are
+    /// `sh -c 'echo spawned'`, and a `std::process::Command` loop (`std`) is the baseline.
+    #[arg(long)]
+    pub submitters: Option<u64>,
+}
+
+/// `2G`, `512M`, `64K` or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("bad size unit in {s:?} (K, M or G)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -154,6 +198,15 @@ pub enum Params {
     Spawn {
         tasks: u64,
         concurrency: u64,
+        /// Bytes the supervisor touches before the spawns (0: none).
+        #[serde(default)]
+        heap: u64,
+        /// Idle tasks held meanwhile.
+        #[serde(default)]
+        hold: u64,
+        /// Threads calling spawn; 0: one per core.
+        #[serde(default)]
+        submitters: u64,
     },
     Idle {
         tasks: u64,
@@ -219,7 +272,14 @@ impl Params {
     /// Whether `backend` has a row for this scenario (`limit` only where a floor exists).
     pub fn has_backend(&self, backend: BackendName) -> bool {
         match backend {
-            BackendName::Limit => matches!(self, Params::Spawn { .. } | Params::Chatty { .. }),
+            // The spawn floor uses every core: no floor for one caller (`std` is its baseline).
+            BackendName::Limit => {
+                matches!(self, Params::Spawn { .. } | Params::Chatty { .. }) && !self.one_caller()
+            }
+            BackendName::TokioSafe => matches!(self, Params::Spawn { .. }),
+            // A thread per child spawns from that thread: not one caller.
+            BackendName::Threads => !self.one_caller(),
+            BackendName::Std => matches!(self, Params::Spawn { submitters: 1, .. }),
             _ => true,
         }
     }
@@ -238,9 +298,37 @@ pub fn suite(quick: bool) -> Vec<Params> {
 }
 
 pub fn spawn(k: &SpawnKnobs, quick: bool) -> Params {
+    let one_caller = k.submitters == Some(1);
     Params::Spawn {
-        tasks: k.tasks.unwrap_or(if quick { 200 } else { 3000 }),
-        concurrency: k.concurrency.unwrap_or(32).max(1),
+        tasks: k.tasks.unwrap_or(match (quick, one_caller) {
+            (true, _) => 200,
+            (false, true) => 2000,
+            (false, false) => 3000,
+        }),
+        concurrency: k
+            .concurrency
+            .unwrap_or(if one_caller { u64::MAX } else { 32 })
+            .max(1),
+        heap: k.heap.unwrap_or(0),
+        hold: k.hold.unwrap_or(0),
+        submitters: k.submitters.unwrap_or(0),
+    }
+}
+
+impl Params {
+    /// Spawn: submitter threads, `0` resolved to one per core.
+    pub fn submitters(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        match *self {
+            Params::Spawn { submitters: 0, .. } => cores,
+            Params::Spawn { submitters, .. } => submitters as usize,
+            _ => cores,
+        }
+    }
+
+    /// Spawn from one caller thread: the rate is the spawn loop's.
+    pub fn one_caller(&self) -> bool {
+        matches!(self, Params::Spawn { submitters: 1, .. })
     }
 }
 
@@ -325,6 +413,16 @@ impl Programs {
     /// A short task: `/bin/true`.
     pub fn short(&self) -> Child {
         Child::new(&self.true_, &[])
+    }
+
+    /// What the spawn scenario runs: `/bin/true`, or from one caller the newcomer's
+    /// `sh -c 'echo spawned'`.
+    pub fn spawned(&self, params: &Params) -> Child {
+        if params.one_caller() {
+            Child::new("/bin/sh", &["-c".into(), "echo spawned".into()])
+        } else {
+            self.short()
+        }
     }
 
     /// An idle task: `sleep 100000`.

@@ -162,8 +162,21 @@ pub fn summary_line(r: &Record) -> String {
             r.reason.as_deref().unwrap_or("")
         );
     }
+    let threads: Vec<String> = r
+        .extra
+        .iter()
+        .filter_map(|(k, v)| {
+            let kind = k.strip_prefix("cpu_")?.strip_suffix("_s")?;
+            Some(format!("{kind} {v:.2}s"))
+        })
+        .collect();
+    let threads = if threads.is_empty() {
+        String::new()
+    } else {
+        format!(" [CPU by thread: {}]", threads.join(", "))
+    };
     format!(
-        "{}/{}: {} tasks, {} {}, p50 {} p99 {}, RSS/task {}, CPU {:.2}s, survivors {}, hung {}, errors {} ({:.1}s)",
+        "{}/{}: {} tasks, {} {}, p50 {} p99 {}, RSS/task {}, CPU {:.2}s, survivors {}, hung {}, errors {} ({:.1}s){threads}",
         r.scenario,
         r.backend,
         r.tasks,

@@ -202,29 +202,37 @@ impl Drop for ChildStack {
     }
 }
 
-/// What one cloning thread owns: the child's stack and the in-flight record.
+/// What one cloning thread owns: the child's stack, the in-flight record, and (for a
+/// long-lived spawner) a `/dev/null` kept open for its children's null streams.
 pub(crate) struct Cloner {
     stack: ChildStack,
     in_flight: Arc<InFlight>,
+    null: Option<Arc<OwnedFd>>,
+    /// This process's pid: the parent every child re-checks.
+    pid: i32,
 }
 
-/// Blocks every signal of the calling thread until dropped: the child inherits the mask, so
-/// no handler of the supervisor runs in it before it resets the dispositions.
+/// Blocks every signal of the calling thread until dropped, glibc's internal ones (SIGCANCEL,
+/// SIGSETXID) included, as glibc's `posix_spawn` does: the child inherits the mask, so no
+/// handler of the supervisor can run in it (in the supervisor's memory) before it resets the
+/// dispositions. Hence the raw system call: `pthread_sigmask` leaves those two unblocked.
 struct SignalsBlocked {
-    old: libc::sigset_t,
+    old: u64,
 }
 
 impl SignalsBlocked {
     fn new() -> SignalsBlocked {
-        // SAFETY: `sigset_t` is plain data; all-zero is a valid (empty) set that
-        // `sigfillset` / `pthread_sigmask` overwrite.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live, aligned `sigset_t`s on our stack.
+        let all: u64 = !0;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask with 8-byte kernel sigsets on our stack.
         unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &all as *const u64,
+                &mut old as *mut u64,
+                8usize,
+            );
         }
         SignalsBlocked { old }
     }
@@ -232,10 +240,29 @@ impl SignalsBlocked {
 
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`.
+        // SAFETY: restores the mask saved in `new` (an 8-byte kernel sigset).
         unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &self.old as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
+    }
+}
+
+/// Blocks every signal a thread may block on the calling thread for good (a spawner thread:
+/// the process's handlers run elsewhere). glibc's internal signals stay deliverable, so a
+/// `setuid` on another thread still completes; each clone blocks them too for its duration.
+pub(crate) fn block_all_signals() {
+    // SAFETY: `sigset_t` is plain data; all-zero is a valid set that `sigfillset` fills.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a live, aligned `sigset_t`; the old mask is not wanted.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
 }
 
@@ -244,7 +271,24 @@ impl Cloner {
         Ok(Cloner {
             stack: ChildStack::new()?,
             in_flight: Arc::new(InFlight::new()),
+            null: None,
+            pid: rustix::process::getpid().as_raw_nonzero().get(),
         })
+    }
+
+    /// An open `/dev/null` for this cloner's spawns, instead of opening it each time (one
+    /// fd shared by the cloners of a worker, for as long as they live).
+    pub(crate) fn use_dev_null(&mut self, null: Arc<OwnedFd>) {
+        self.null = Some(null);
+    }
+
+    pub(super) fn dev_null(&self) -> Option<&OwnedFd> {
+        self.null.as_deref()
+    }
+
+    /// The pid of the process this cloner belongs to.
+    pub(super) fn parent_pid(&self) -> i32 {
+        self.pid
     }
 
     /// The record other threads read while this cloner's thread is suspended in a clone.

@@ -45,6 +45,11 @@ fn nofile_for_child() -> Option<(u64, u64)> {
     (soft != original).then_some((original.min(hard), hard))
 }
 
+/// Opens `/dev/null` (close-on-exec: children get their own copy by `dup3`).
+pub(crate) fn open_dev_null() -> Result<OwnedFd, Errno> {
+    rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+}
+
 /// The descriptors of one spawn.
 pub(super) struct Plan {
     /// Supervisor ends of the captured streams, in `StreamId` order.
@@ -61,11 +66,13 @@ pub(super) struct Plan {
 
 impl Plan {
     /// Makes the descriptors. `join_v2`: the child must write itself into the v2 cgroup
-    /// (no `CLONE_INTO_CGROUP` with `clone(2)`).
+    /// (no `CLONE_INTO_CGROUP` with `clone(2)`). `null`: an open `/dev/null` to use, if the
+    /// caller keeps one (else one is opened for this spawn).
     pub(super) fn new(
         prepared: &Prepared,
         placement: &Placement,
         join_v2: bool,
+        null: Option<&OwnedFd>,
     ) -> Result<Plan, SpawnError> {
         let map = |e: Errno| SpawnError::from_errno(e.raw_os_error(), &prepared.program);
         let max_target = prepared.channels_sorted.last().copied().unwrap_or(2).max(2);
@@ -87,15 +94,26 @@ impl Plan {
         };
 
         let needs_null = [prepared.stdin, prepared.stdout, prepared.stderr].contains(&Stdio::Null);
-        let null = if needs_null {
-            let fd = rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        let null = match (needs_null, null) {
+            (false, _) => None,
+            (true, Some(kept)) if kept.as_raw_fd() > max_target => Some(kept.as_raw_fd()),
+            (true, kept) => {
+                // None kept, or its number is a channel's target: one for this spawn.
+                let fd = match kept {
+                    Some(kept) => rustix::io::fcntl_dupfd_cloexec(kept, max_target + 1),
+                    None => open_dev_null().and_then(|fd| {
+                        if fd.as_raw_fd() > max_target {
+                            Ok(fd)
+                        } else {
+                            rustix::io::fcntl_dupfd_cloexec(&fd, max_target + 1)
+                        }
+                    }),
+                }
                 .map_err(map)?;
-            let fd = above(fd)?;
-            let raw = fd.as_raw_fd();
-            plan.child_ends.push(fd);
-            Some(raw)
-        } else {
-            None
+                let raw = fd.as_raw_fd();
+                plan.child_ends.push(fd);
+                Some(raw)
+            }
         };
         if let (Stdio::Null, Some(n)) = (prepared.stdin, null) {
             plan.redirects.push((n, 0));

@@ -22,9 +22,9 @@ mod report;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+pub(crate) use clone::{block_all_signals, Cloner, InFlight};
 pub use clone::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
-pub(crate) use clone::{Cloner, InFlight};
-pub(crate) use fds::remember_nofile_limit;
+pub(crate) use fds::{open_dev_null, remember_nofile_limit};
 pub(crate) use prepare::{prepare, Prepared};
 
 use crate::containment::Placement;
@@ -55,11 +55,11 @@ pub(crate) fn spawn_with(
     method: SpawnMethod,
 ) -> Result<Child, SpawnError> {
     let join_v2 = method == SpawnMethod::Clone && placement.cgroup_dir.is_some();
-    let mut plan = fds::Plan::new(prepared, placement, join_v2)?;
+    let mut plan = fds::Plan::new(prepared, placement, join_v2, cloner.dev_null())?;
     let report = Report::new();
     let ctx = ChildCtx {
         report: &report,
-        parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
+        parent_pid: cloner.parent_pid(),
         cgroup_procs: &plan.cgroup_procs_raw,
         redirects: &plan.redirects,
         keep: &prepared.channels_sorted,
@@ -81,7 +81,7 @@ pub(crate) fn spawn_with(
     let cloned = cloner.clone_vfork(&ctx, method, cgroup);
     // The child has its own copies now (or never came to be).
     plan.close_child_ends();
-    let (pid, pidfd) = cloned.map_err(|errno| SpawnError::from_errno(errno, &prepared.program))?;
+    let (pid, pidfd) = cloned.map_err(report::clone_error)?;
     match report.outcome() {
         Outcome::Exec => Ok(Child {
             pid,
@@ -101,13 +101,15 @@ pub(crate) fn spawn_with(
     }
 }
 
+#[cfg(test)]
 thread_local! {
     /// A cloner for threads that spawn without a spawner of their own (tests, tools).
     static LOCAL_CLONER: std::cell::RefCell<Option<Cloner>> = const { std::cell::RefCell::new(None) };
 }
 
-/// [`spawn_with`] on the calling thread's own cloner (made at its first spawn). The child's
-/// death signal follows the calling thread: spawn from a thread that outlives the child.
+/// Tests only: [`spawn_with`] on the calling thread's own cloner (made at its first spawn),
+/// with the thread's test method. The child's death signal follows the calling thread.
+#[cfg(test)]
 pub(crate) fn spawn(prepared: &Prepared, placement: &Placement) -> Result<Child, SpawnError> {
     LOCAL_CLONER.with(|cell| {
         let mut cell = cell.borrow_mut();
@@ -115,9 +117,6 @@ pub(crate) fn spawn(prepared: &Prepared, placement: &Placement) -> Result<Child,
             Some(c) => c,
             None => cell.insert(Cloner::new().map_err(SpawnError::Io)?),
         };
-        #[cfg(not(test))]
-        let method = spawn_method().0;
-        #[cfg(test)]
         let method = test_util::current_method();
         let result = spawn_with(cloner, prepared, placement, method);
         cloner.settle();

@@ -11,7 +11,6 @@ use libc::c_char;
 
 use crate::error::SpawnError;
 use crate::spec::{Session, Stdio, TaskSpec};
-use crate::task::StreamId;
 
 /// Default search path when the child's environment has no `PATH` (as glibc's `execvp`).
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
@@ -22,11 +21,11 @@ const MAX_CHANNELS: usize = 253;
 pub(crate) struct Prepared {
     /// The program as the user gave it, for error messages.
     pub(super) program: String,
-    /// Kept alive for `argv_ptrs`.
-    _argv: Vec<CString>,
+    /// Kept alive (and unchanged) for `argv_ptrs`.
+    _argv: CStrings,
     pub(super) argv_ptrs: Vec<*const c_char>,
-    /// Kept alive for `envp_ptrs`.
-    _envp: Vec<CString>,
+    /// Kept alive (and unchanged) for `envp_ptrs`.
+    _envp: CStrings,
     pub(super) envp_ptrs: Vec<*const c_char>,
     /// Paths to try with `execve`, in order.
     pub(super) candidates: Vec<CString>,
@@ -50,7 +49,7 @@ pub(crate) struct Prepared {
 }
 
 // SAFETY: the raw pointers in `argv_ptrs` / `envp_ptrs` point into the heap buffers of the
-// `CString`s owned by the same `Prepared` (`_argv`, `_envp`), which are never mutated or
+// `CStrings` owned by the same `Prepared` (`_argv`, `_envp`), which are never mutated or
 // dropped before the `Prepared` itself; moving the `Prepared` does not move those buffers.
 // Sharing is read-only.
 unsafe impl Send for Prepared {}
@@ -65,28 +64,6 @@ impl std::fmt::Debug for Prepared {
             .field("cwd", &self.cwd_display)
             .field("channels", &self.channels)
             .finish_non_exhaustive()
-    }
-}
-
-impl Prepared {
-    /// The program as given, for messages.
-    pub(crate) fn program(&self) -> &str {
-        &self.program
-    }
-
-    /// The streams that a spawn returns, in order.
-    pub(crate) fn streams(&self) -> Vec<StreamId> {
-        let mut out = Vec::with_capacity(2 + self.channels.len());
-        if self.stdout == Stdio::Capture {
-            out.push(StreamId::STDOUT);
-        }
-        if self.stderr == Stdio::Capture {
-            out.push(StreamId::STDERR);
-        }
-        for k in 0..self.channels.len() {
-            out.push(StreamId::channel(k as u8));
-        }
-        out
     }
 }
 
@@ -113,10 +90,52 @@ fn signal_set(what: &str, signals: &[i32]) -> Result<u64, SpawnError> {
     Ok(set)
 }
 
-fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
-    let mut v: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-    v.push(std::ptr::null());
-    v
+/// C strings packed in one buffer (`a\0b\0...`): argv and envp cost two allocations each,
+/// not one or two per string, which matters with a large environment.
+struct CStrings {
+    buf: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl CStrings {
+    fn with_capacity(strings: usize, bytes: usize) -> CStrings {
+        CStrings {
+            buf: Vec::with_capacity(bytes),
+            starts: Vec::with_capacity(strings),
+        }
+    }
+
+    /// Appends the concatenation of `parts` as one C string; `what` names it in the error
+    /// if it holds a NUL byte.
+    fn push(&mut self, what: &str, parts: &[&[u8]]) -> Result<(), SpawnError> {
+        if parts.iter().any(|p| p.contains(&0)) {
+            return Err(invalid(format!("{what} contains a NUL byte")));
+        }
+        self.push_checked(parts);
+        Ok(())
+    }
+
+    /// [`push`](Self::push) of parts known to hold no NUL (the kernel's own environment).
+    fn push_checked(&mut self, parts: &[&[u8]]) {
+        self.starts.push(self.buf.len());
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.buf.push(0);
+    }
+
+    /// The NULL-terminated pointer array. The buffer must not change afterwards.
+    fn pointers(&self) -> Vec<*const c_char> {
+        let base = self.buf.as_ptr();
+        let mut v: Vec<*const c_char> = self
+            .starts
+            .iter()
+            // SAFETY: every start is an offset inside `buf` (each string pushed ends in NUL).
+            .map(|&at| unsafe { base.add(at) }.cast::<c_char>())
+            .collect();
+        v.push(std::ptr::null());
+        v
+    }
 }
 
 /// Validates the spec and resolves argv, envp, the program's candidate paths and the cwd.
@@ -131,18 +150,17 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
     }
 
     // argv[0] is the program as given, like std's Command.
-    let mut argv = Vec::with_capacity(1 + spec.args.len());
-    argv.push(cstring("program", program_bytes)?);
+    let arg_bytes: usize = spec.args.iter().map(|a| a.len() + 1).sum();
+    let mut argv =
+        CStrings::with_capacity(1 + spec.args.len(), program_bytes.len() + 1 + arg_bytes);
+    argv.push("program", &[program_bytes])?;
     for arg in &spec.args {
-        argv.push(cstring("argument", arg.as_bytes())?);
+        argv.push("argument", &[arg.as_bytes()])?;
     }
 
-    // The child's environment: the supervisor's (unless cleared), then the edits in order.
-    let mut env: Vec<(OsString, OsString)> = if spec.env_clear {
-        Vec::new()
-    } else {
-        std::env::vars_os().collect()
-    };
+    // The child's environment: the supervisor's (unless cleared) with the spec's edits, the
+    // last edit of a name winning; edited names keep their place, new ones come last.
+    let mut edits: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(spec.env.len());
     for (key, value) in &spec.env {
         let k = key.as_bytes();
         if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
@@ -151,28 +169,54 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
                 key
             )));
         }
-        match value {
-            Some(v) => {
-                if v.as_bytes().contains(&0) {
-                    return Err(invalid(format!(
-                        "environment variable {key:?} contains a NUL byte"
-                    )));
-                }
-                match env.iter_mut().find(|(k2, _)| k2 == key) {
-                    Some(slot) => slot.1 = v.clone(),
-                    None => env.push((key.clone(), v.clone())),
-                }
-            }
-            None => env.retain(|(k2, _)| k2 != key),
+        let v = value.as_ref().map(|v| v.as_bytes());
+        if v.is_some_and(|v| v.contains(&0)) {
+            return Err(invalid(format!(
+                "environment variable {key:?} contains a NUL byte"
+            )));
+        }
+        match edits.iter_mut().find(|(k2, _)| *k2 == k) {
+            Some(edit) => edit.1 = v,
+            None => edits.push((k, v)),
         }
     }
-    let mut envp = Vec::with_capacity(env.len());
-    for (k, v) in &env {
-        let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
-        kv.extend_from_slice(k.as_bytes());
-        kv.push(b'=');
-        kv.extend_from_slice(v.as_bytes());
-        envp.push(cstring("environment", &kv)?);
+    let inherited: Vec<(OsString, OsString)> = if spec.env_clear {
+        Vec::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    let env_bytes: usize = inherited
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum::<usize>()
+        + edits
+            .iter()
+            .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 2)
+            .sum::<usize>();
+    let mut envp = CStrings::with_capacity(inherited.len() + edits.len(), env_bytes);
+    let mut applied = vec![false; edits.len()];
+    let mut path: Option<&[u8]> = None;
+    for (k, v) in &inherited {
+        let (k, mut v) = (k.as_bytes(), v.as_bytes());
+        if let Some(i) = edits.iter().position(|(k2, _)| *k2 == k) {
+            applied[i] = true;
+            match edits[i].1 {
+                Some(new) => v = new,
+                None => continue,
+            }
+        }
+        if k == b"PATH" {
+            path = Some(v);
+        }
+        envp.push_checked(&[k, b"=", v]);
+    }
+    for (i, &(k, v)) in edits.iter().enumerate() {
+        if let (false, Some(v)) = (applied[i], v) {
+            if k == b"PATH" {
+                path = Some(v);
+            }
+            envp.push_checked(&[k, b"=", v]);
+        }
     }
 
     // Resolve like execvp, against the child's PATH.
@@ -180,12 +224,7 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
     if program_bytes.contains(&b'/') {
         candidates.push(cstring("program", program_bytes)?);
     } else {
-        let path: &[u8] = env
-            .iter()
-            .find(|(k, _)| k.as_bytes() == b"PATH")
-            .map(|(_, v)| v.as_bytes())
-            .unwrap_or(DEFAULT_PATH);
-        for dir in path.split(|&b| b == b':') {
+        for dir in path.unwrap_or(DEFAULT_PATH).split(|&b| b == b':') {
             let mut full = Vec::with_capacity(dir.len() + 1 + program_bytes.len());
             if !dir.is_empty() {
                 // An empty entry means the current directory.
@@ -234,8 +273,8 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
         .iter()
         .any(|(k, v)| k == "PIDRING_TEST_STALL" && v.is_some());
 
-    let argv_ptrs = null_terminated(&argv);
-    let envp_ptrs = null_terminated(&envp);
+    let argv_ptrs = argv.pointers();
+    let envp_ptrs = envp.pointers();
     Ok(Prepared {
         program,
         _argv: argv,

@@ -2,7 +2,6 @@
 //! [`SpawnError`] that `Pool::spawn`'s caller gets.
 
 use std::io;
-use std::path::PathBuf;
 
 use super::child::Step;
 use super::prepare::Prepared;
@@ -30,7 +29,7 @@ pub(super) fn setup_error(
             SpawnError::from_errno(errno, &prepared.program)
         }
         Step::Chdir => SpawnError::Cwd {
-            path: prepared.cwd_display.clone().unwrap_or_else(PathBuf::new),
+            path: prepared.cwd_display.clone().unwrap_or_default(),
             source: os,
         },
         Step::JoinCgroup => {
@@ -56,6 +55,19 @@ pub(super) fn setup_error(
         Step::Terminal => setup("taking the terminal's foreground"),
         Step::FdLimit => setup("restoring RLIMIT_NOFILE"),
         Step::Signals => setup("resetting its signal dispositions and mask"),
+    }
+}
+
+/// The error for a clone that made no child: the process limits (`EAGAIN`), the fd limit
+/// (the pidfd), or a refusal of the call itself.
+pub(super) fn clone_error(errno: i32) -> SpawnError {
+    match errno {
+        libc::EAGAIN => SpawnError::TooManyProcesses,
+        libc::EMFILE | libc::ENFILE => SpawnError::TooManyFiles,
+        _ => SpawnError::Setup {
+            step: "creating the process",
+            source: io::Error::from_raw_os_error(errno),
+        },
     }
 }
 

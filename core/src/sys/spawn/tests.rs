@@ -936,3 +936,21 @@ fn the_program_starts_in_its_cgroup_on_both_paths() {
         tree.remove().unwrap();
     });
 }
+
+/// Cost of `prepare` (runs on the caller's thread for every spawn).
+/// `cargo test --release -p pidring --lib -- --ignored prepare_cost --nocapture`
+#[test]
+#[ignore]
+fn prepare_cost() {
+    let spec = TaskSpec::new("/bin/true").env("PIDRING_BENCH_TAG", "x");
+    let n = 20_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(prepare(&spec).unwrap());
+    }
+    println!(
+        "prepare: {:.1} µs each ({} env vars)",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64,
+        std::env::vars_os().count()
+    );
+}

@@ -2,7 +2,7 @@
 //! as driver operations, completions back to the machines, and the release of a task's
 //! resources when its machine says so.
 //!
-//! - `spawning`: starting a task on this thread and handing its fds to the driver;
+//! - `spawning`: adopting the tasks the spawner threads started (their fds to the driver);
 //! - `inputs`: due wake-ups and completions, turned into machine events;
 //! - `actions`: machine actions, turned into driver operations, events and releases;
 //! - `tree`: carrying out the tree watch (`super::tree_watch`) and tree signals;
@@ -26,14 +26,18 @@ use slab::Slab;
 use super::backpressure::Backpressure;
 use super::cleanup_thread::CleanupThread;
 use super::driver::{Completion, Driver, Handle};
+use super::spawner::Spawner;
 use super::timers::{TaskWakeups, Timers, WakeKind};
 use super::tree_watch::{TreeWatch, WatchMode};
 use super::user_data::{pack, OpTag, PidfdUse, Tag};
-use super::{Command, EventSink, Request, WorkerSetup, WorkerShared};
-use crate::containment::{ContainmentKind, OrphanSweep, PoolContainment, TaskContainment};
+use super::{Command, EventSink, PendingSpawn, Request, WorkerSetup, WorkerShared};
+use crate::containment::{ContainmentKind, OrphanSweep, TaskContainment};
 use crate::error::SpawnError;
 use crate::event::{Event, TaskId};
 use crate::task::{Input, Rejected, StreamId, TaskMachine};
+
+/// How often a stopping worker looks again at spawns still under way.
+const SPAWN_RECHECK: Duration = Duration::from_millis(10);
 
 /// How often a paused worker looks whether the user drained the event queue.
 const PRESSURE_RECHECK: Duration = Duration::from_millis(5);
@@ -108,6 +112,8 @@ impl TaskSlot {
 
 struct Worker<D: Driver> {
     driver: D,
+    /// The threads that clone this worker's children and wait for their exec.
+    spawner: Spawner<PendingSpawn>,
     tasks: Slab<TaskSlot>,
     /// Generation per slab key; survives the slot's removal.
     generations: Vec<u16>,
@@ -122,7 +128,6 @@ struct Worker<D: Driver> {
     /// Set once a delivery failed: nobody reads events any more.
     sink_gone: bool,
     pressure: Backpressure,
-    containment: Arc<PoolContainment>,
     watch_mode: WatchMode,
     cleanup: Arc<CleanupThread>,
     orphans: Option<Arc<OrphanSweep>>,
@@ -139,6 +144,7 @@ struct Worker<D: Driver> {
 pub(super) fn run<D: Driver>(
     driver: D,
     setup: WorkerSetup,
+    spawner: Spawner<PendingSpawn>,
     commands: Receiver<Command>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
@@ -150,6 +156,7 @@ pub(super) fn run<D: Driver>(
     };
     let mut worker = Worker {
         driver,
+        spawner,
         tasks: Slab::new(),
         generations: Vec::new(),
         timers: Timers::default(),
@@ -160,7 +167,6 @@ pub(super) fn run<D: Driver>(
         sink: setup.sink,
         sink_gone: false,
         pressure: Backpressure::default(),
-        containment: setup.containment,
         watch_mode,
         cleanup: setup.cleanup,
         scans_orphans: setup.orphans.is_some(),
@@ -189,15 +195,22 @@ impl<D: Driver> Worker<D> {
     fn run(&mut self) -> io::Result<()> {
         loop {
             self.take_commands();
+            self.take_spawned();
             self.fire_timers();
             self.check_pressure();
             self.feed_synthetic();
             if self.scans_orphans {
                 self.scan_orphans();
             }
-            // Stop once every task is gone and their cgroups are removed.
-            if self.shutting_down && self.tasks.is_empty() && self.driver.dirs_in_flight() == 0 {
-                return Ok(());
+            // Stop once every task is gone, no spawn is under way, and the cgroups are removed.
+            if self.shutting_down {
+                if self.spawner.pending() > 0 {
+                    // Normally none (a caller of `spawn` keeps the pool alive); a child stuck
+                    // before exec is killed so that its spawner comes back.
+                    self.spawner.close();
+                } else if self.tasks.is_empty() && self.driver.dirs_in_flight() == 0 {
+                    return Ok(());
+                }
             }
             let timeout = self.wait_timeout();
             let mut batch = std::mem::take(&mut self.completions);
@@ -224,6 +237,10 @@ impl<D: Driver> Worker<D> {
             // Nothing wakes the worker when the user drains the queue: look again soon.
             at_most(PRESSURE_RECHECK);
         }
+        if self.shutting_down && self.spawner.pending() > 0 {
+            // Look again at spawns that a kill may have missed (see `run`).
+            at_most(SPAWN_RECHECK);
+        }
         if self.orphans_pending {
             at_most(ORPHAN_SCAN_MIN_GAP);
         } else if self.periodic_orphan_scan {
@@ -246,22 +263,6 @@ impl<D: Driver> Worker<D> {
                 }
             };
             match command {
-                Command::Spawn {
-                    spec,
-                    prepared,
-                    id,
-                    reply,
-                } => {
-                    let result = if self.shutting_down {
-                        Err(SpawnError::PoolClosed)
-                    } else {
-                        self.spawn(&spec, &prepared, id)
-                    };
-                    if let Err(e) = &result {
-                        tracing::debug!(task = %id, error = %e, "spawn failed");
-                    }
-                    let _ = reply.send(result);
-                }
                 Command::Control { id, slot, request } => self.control(id, slot, request),
                 Command::Shutdown => self.begin_shutdown(),
             }

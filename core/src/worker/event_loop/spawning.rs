@@ -1,60 +1,72 @@
-//! Starting a task on the worker's own thread (`PR_SET_PDEATHSIG` follows it) and handing
-//! its fds to the driver.
+//! Adopting started tasks: `Pool::spawn` hands a spawn straight to this worker's spawner
+//! threads (`worker::spawner`), which make the task's cgroup, clone and wait for the exec;
+//! a finished spawn comes back on the next turn of the loop (`take_spawned`), and its fds
+//! go to the driver (`adopt`). The caller of `Pool::spawn` waits for the reply; this loop
+//! never waits for an exec.
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::*;
 use crate::spec::TaskSpec;
-use crate::sys::{pidfd, spawn};
+use crate::sys::pidfd;
 use crate::task::{TaskConfig, TreeWatch as MachineTreeWatch};
 use crate::worker::cleanup_thread::Job;
 use crate::worker::driver::FdRole;
+use crate::worker::spawner::{SpawnDone, Started};
 use crate::worker::Spawned;
 
 impl<D: Driver> Worker<D> {
-    pub(super) fn spawn(
-        &mut self,
-        spec: &TaskSpec,
-        prepared: &spawn::Prepared,
-        id: TaskId,
-    ) -> Result<Spawned, SpawnError> {
-        // The pidfd, each stream, and `cgroup.events` while the tree is watched.
-        let descriptors = 2 + prepared.streams().len();
-        if !self.driver.has_room(descriptors) {
-            return Err(SpawnError::AtCapacity(self.tasks.len()));
-        }
-        let tree = self.containment.prepare(id.0, &spec.limits)?;
-        let child = match tree
-            .placement()
-            .map_err(SpawnError::from)
-            .and_then(|placement| {
-                let spawning = self.orphans.as_ref().map(|o| o.spawning());
-                let child = spawn::spawn(prepared, &placement)?;
-                if let Some(spawning) = spawning {
-                    spawning.started(child.pid);
-                }
-                // The cgroup directory fd (in `placement`) closes here.
-                Ok(child)
-            }) {
-            Ok(child) => child,
-            Err(e) => {
-                self.cleanup.submit(Job::RemoveTree(tree));
-                return Err(e);
+    /// Adopts every spawn the spawner threads finished and answers its caller.
+    pub(super) fn take_spawned(&mut self) {
+        while let Some(done) = self.spawner.try_finished() {
+            let SpawnDone { id, result, carry } = done;
+            let PendingSpawn { spec, reply } = carry;
+            let result = result.and_then(|started| self.adopt(id, &spec, started));
+            if let Err(e) = &result {
+                tracing::debug!(task = %id, error = %e, "spawn failed");
             }
+            // A caller that went away no longer wants the answer; the task runs regardless.
+            reply.send(result);
+        }
+    }
+
+    /// Makes a started child a task of this worker: its fds to the driver, a slot and a
+    /// state machine. During a shutdown the new task is killed at once, through its machine
+    /// like every other. Where the driver has no room (`Pool::spawn` checks the load first,
+    /// so only when spawns raced for the last places) the child is killed.
+    fn adopt(
+        &mut self,
+        id: TaskId,
+        spec: &TaskSpec,
+        started: Started,
+    ) -> Result<Spawned, SpawnError> {
+        let Started {
+            pid,
+            pidfd,
+            streams,
+            tree,
+        } = started;
+        let stream_ids: Vec<StreamId> = streams.iter().map(|(s, _)| *s).collect();
+        // The pidfd, each stream, and `cgroup.events` while the tree is watched.
+        let room = self.driver.has_room(2 + streams.len());
+        let handles = if room {
+            self.adopt_fds(pid, pidfd, streams)
+        } else {
+            self.abandon(pid, Some(pidfd), Vec::new());
+            Err(SpawnError::AtCapacity(self.tasks.len()))
         };
-        let pid = child.pid;
-        let stream_ids: Vec<StreamId> = child.streams.iter().map(|(s, _)| *s).collect();
-        let (pidfd_handle, stream_handles) = match self.adopt(child.pidfd, child.streams) {
+        let (pidfd_handle, stream_handles) = match handles {
             Ok(handles) => handles,
             Err(e) => {
-                // The child runs but cannot be supervised: `adopt` killed it and handed its
-                // reap to the cleanup thread, which reaps before the tree goes.
+                // The child was SIGKILLed (and its cgroup, if any) and its reap handed to the
+                // cleanup thread, which also removes the cgroup (in order: the reap first).
+                let _ = tree.signal_tree(None, libc::SIGKILL);
                 self.forget_runner(pid);
                 if let Some(orphans) = &self.orphans {
                     orphans.task_released(pid);
                 }
                 self.cleanup.submit(Job::RemoveTree(tree));
-                return Err(SpawnError::Io(e));
+                return Err(e);
             }
         };
         let key = self.tasks.vacant_key();
@@ -106,54 +118,55 @@ impl<D: Driver> Worker<D> {
         self.shared.counters.spawned.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(task = %id, pid, slot = key, "spawned");
         self.drive(key);
+        if self.shutting_down {
+            self.input(key, Input::Kill);
+        }
         Ok(Spawned {
             slot: key as u32,
             pid,
         })
     }
 
-    /// Hands the child's fds to the driver. On failure releases what was adopted, SIGKILLs
-    /// the child (through its pidfd) and hands its reap to the cleanup thread.
-    fn adopt(
+    /// Hands the child's fds to the driver. On failure releases what was adopted and
+    /// abandons the child.
+    fn adopt_fds(
         &mut self,
+        pid: i32,
         pidfd: OwnedFd,
         streams: Vec<(StreamId, OwnedFd)>,
-    ) -> io::Result<(Handle, Vec<Handle>)> {
+    ) -> Result<(Handle, Vec<Handle>), SpawnError> {
         let mut adopted = Vec::with_capacity(streams.len());
         for (_, fd) in streams {
             match self.driver.adopt(fd, FdRole::Stream) {
                 Ok(handle) => adopted.push(handle),
                 Err(e) => {
-                    self.abandon(pidfd, adopted);
-                    return Err(e);
+                    self.abandon(pid, Some(pidfd), adopted);
+                    return Err(SpawnError::Io(e));
                 }
             }
         }
-        // The driver takes the pidfd; a copy stays here until it was adopted, to kill the
-        // child if it cannot be.
-        let spare = match pidfd.try_clone() {
-            Ok(spare) => spare,
-            Err(e) => {
-                self.abandon(pidfd, adopted);
-                return Err(e);
-            }
-        };
         match self.driver.adopt(pidfd, FdRole::Pidfd) {
             Ok(handle) => Ok((handle, adopted)),
             Err(e) => {
-                self.abandon(spare, adopted);
-                Err(e)
+                // The pidfd went with the failed adoption.
+                self.abandon(pid, None, adopted);
+                Err(SpawnError::Io(e))
             }
         }
     }
 
     /// Gives up on a child that cannot be supervised: its adopted streams are released, it
     /// is SIGKILLed (its group too, in process-group mode) through its pidfd, and the
-    /// cleanup thread reaps it.
-    fn abandon(&mut self, pidfd: OwnedFd, adopted: Vec<Handle>) {
+    /// cleanup thread reaps it. Without its pidfd (the driver consumed it), a new one is
+    /// opened: the child is ours and not reaped, so its pid cannot have been reused.
+    fn abandon(&mut self, pid: i32, pidfd: Option<OwnedFd>, adopted: Vec<Handle>) {
         for handle in adopted {
             self.driver.release(handle);
         }
+        let Some(pidfd) = pidfd.or_else(|| pidfd::open(pid).ok()) else {
+            tracing::error!(pid, "cannot reach a child that could not be adopted");
+            return;
+        };
         let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, true);
         let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL, false);
         self.cleanup.submit(Job::Reap(pidfd));

@@ -217,11 +217,29 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
     let fds = l.fds_per_task();
     let pids_per = 1 + l.extra_pids_per_task();
     match *params {
-        Params::Spawn { tasks, concurrency } => {
+        Params::Spawn {
+            tasks,
+            concurrency,
+            hold,
+            ..
+        } => {
+            // Idle tasks held meanwhile, with their fds in this process's table.
+            let held = if hold > 0 {
+                let h = ctx.fit(&mut m, hold, fds, pids_per) as usize;
+                let pids = start_fleet(l, ctx, &mut m, h, &ftx, &frx);
+                // Let the held tasks finish starting up before the measured spawns.
+                ctx.stage("waiting for the held tasks to settle", 0);
+                let waited = crate::bench::resources::wait_quiet(4, Duration::from_secs(60));
+                m.extra.insert("settle_s".into(), waited.as_secs_f64());
+                pids
+            } else {
+                Vec::new()
+            };
             let n = tasks as usize;
             l.limit(MAIN, concurrency as usize);
-            let child = ctx.programs.short();
+            let child = ctx.programs.spawned(params);
             ctx.stage("spawn + reap", tasks);
+            let cpu0 = cpu_self();
             let t0 = Instant::now();
             let mut early = Vec::new();
             for idx in 0..n {
@@ -244,10 +262,17 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
                 },
             );
             m.work_wall = t0.elapsed();
+            m.extra
+                .insert("phase_cpu_s".into(), (cpu_self() - cpu0).as_secs_f64());
             m.work = ended as f64;
             m.tasks = tasks;
-            m.peak_tasks = concurrency.min(tasks);
+            m.peak_tasks = concurrency.min(tasks) + started_count(&held) as u64;
             m.hung = (n - ended) as u64;
+            if !held.is_empty() {
+                m.extra.insert("held".into(), started_count(&held) as f64);
+                let (killed, _) = kill_fleet(l, ctx, &mut m, &held, &frx, false);
+                m.hung += (started_count(&held) - killed) as u64;
+            }
             m.survivors = ctx.survivors();
         }
         Params::Idle { tasks, idle_secs } => {

@@ -17,7 +17,12 @@ use crate::bench::stats::{Latency, LineClock};
 
 pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
     match *params {
-        Params::Spawn { tasks, concurrency } => Ok(spawn(tasks, concurrency, ctx)),
+        Params::Spawn {
+            tasks,
+            concurrency,
+            hold,
+            ..
+        } => Ok(spawn(tasks, concurrency, hold, ctx)),
         Params::Chatty {
             tasks,
             rounds,
@@ -31,11 +36,15 @@ fn cstr(s: impl AsRef<[u8]>) -> CString {
     CString::new(s.as_ref().to_vec()).expect("no NUL")
 }
 
-fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
-    let child = ctx.programs.short();
-    let prog = cstr(child.program.as_os_str().as_bytes());
+/// `prog` with `args` and this process's environment (the scenario's tag in place of ours).
+fn spec_of(
+    prog: &std::path::Path,
+    args: &[std::ffi::OsString],
+    ctx: &Ctx,
+) -> crate::sys::SpawnSpec {
+    let prog = cstr(prog.as_os_str().as_bytes());
     let mut argv_c = vec![prog.clone()];
-    argv_c.extend(child.args.iter().map(|a| cstr(a.as_bytes())));
+    argv_c.extend(args.iter().map(|a| cstr(a.as_bytes())));
     let mut env_c: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != crate::bench::census::TAG_VAR)
         .map(|(k, v)| {
@@ -50,12 +59,50 @@ fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
         crate::bench::census::TAG_VAR,
         ctx.tag
     )));
-    let spec = crate::sys::SpawnSpec::new(prog, argv_c, env_c);
+    crate::sys::SpawnSpec::new(prog, argv_c, env_c)
+}
+
+fn spawn(tasks: u64, concurrency: u64, hold: u64, ctx: &Ctx) -> Measured {
+    // Idle children held meanwhile (no fd per child here).
+    let mut m = Measured::default();
+    let hold = ctx.fit(&mut m, hold, 0, 1);
+    let idle = ctx.programs.idle();
+    let idle_spec = spec_of(&idle.program, &idle.args, ctx);
+    let held: Vec<i32> = {
+        let spawner = idle_spec.spawner();
+        ctx.stage("holding idle tasks", hold);
+        (0..hold).filter_map(|_| spawner.spawn().ok()).collect()
+    };
+    if !held.is_empty() {
+        // Let the held tasks finish starting up before the measured spawns.
+        ctx.stage("waiting for the held tasks to settle", 0);
+        let waited = crate::bench::resources::wait_quiet(4, Duration::from_secs(60));
+        m.extra.insert("settle_s".into(), waited.as_secs_f64());
+    }
+    let mut m = spawn_phase(tasks, concurrency, ctx, m);
+    m.extra.insert("held".into(), held.len() as f64);
+    m.peak_tasks += held.len() as u64;
+    for &pid in &held {
+        crate::sys::kill_via_pidfd(pid);
+    }
+    for &pid in &held {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+        }
+    }
+    m.survivors = ctx.survivors();
+    m
+}
+
+fn spawn_phase(tasks: u64, concurrency: u64, ctx: &Ctx, mut m: Measured) -> Measured {
+    let child = ctx.programs.short();
+    let spec = spec_of(&child.program, &child.args, ctx);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .min(tasks.max(1) as usize) as u64;
     ctx.stage("spawn + waitpid", tasks);
+    let cpu0 = crate::bench::resources::cpu_self();
     let t0 = Instant::now();
     let results: Vec<(Latency, u64, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -117,12 +164,13 @@ fn spawn(tasks: u64, concurrency: u64, ctx: &Ctx) -> Measured {
             .map(|h| h.join().expect("spawn thread"))
             .collect()
     });
-    let mut m = Measured {
-        work_wall: t0.elapsed(),
-        tasks,
-        peak_tasks: concurrency.min(tasks),
-        ..Default::default()
-    };
+    m.work_wall = t0.elapsed();
+    m.tasks = tasks;
+    m.peak_tasks = concurrency.min(tasks);
+    m.extra.insert(
+        "phase_cpu_s".into(),
+        (crate::bench::resources::cpu_self() - cpu0).as_secs_f64(),
+    );
     for (lat, errors, samples) in results {
         m.latency.merge(&lat);
         m.errors += errors;

@@ -13,6 +13,7 @@ use super::stats::Latency;
 
 mod common;
 pub mod limit;
+pub mod std_loop;
 pub mod threads;
 pub mod tokio;
 pub mod uring;
@@ -42,6 +43,8 @@ pub struct Measured {
     /// RSS per task counts from here, so fixed costs are not spread over the tasks.
     pub base_rss_kib: Option<u64>,
     /// Scenario-specific figures (`idle_cpu_s`, `spawn_s`, `killall_s`, ...).
+    /// `phase_cpu_s`, when set, is the CPU of the measured phase alone (the spawn scenario
+    /// leaves out holding its idle tasks): the record's CPU then shows that.
     pub extra: BTreeMap<String, f64>,
     pub notes: Vec<String>,
 }
@@ -135,11 +138,21 @@ pub fn run(backend: BackendName, params: &Params, ctx: &Ctx) -> Result<Measured,
     if needs_helper {
         ctx.programs.helper_works().map_err(NotRun::Failed)?;
     }
+    // The supervisor's own memory, touched before any spawn (kept until the run ends).
+    let _heap = match *params {
+        Params::Spawn { heap, .. } if heap > 0 => {
+            ctx.stage("touching the heap", 0);
+            Some(crate::bench::resources::touch_heap(heap))
+        }
+        _ => None,
+    };
     match backend {
         BackendName::Uring => uring::run(pidring::Backend::Uring, params, ctx),
         BackendName::Epoll => uring::run(pidring::Backend::Epoll, params, ctx),
-        BackendName::Tokio => tokio::run(params, ctx),
+        BackendName::Tokio => tokio::run(params, ctx, false),
+        BackendName::TokioSafe => tokio::run(params, ctx, true),
         BackendName::Threads => threads::run(params, ctx),
         BackendName::Limit => limit::run(params, ctx),
+        BackendName::Std => std_loop::run(params, ctx),
     }
 }

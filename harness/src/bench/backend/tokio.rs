@@ -1,6 +1,13 @@
 //! `tokio`: what a tokio user writes. A multi-thread runtime with 2 workers; one task per
 //! child that reads stdout and stderr and waits for the exit concurrently (`join!`), and
 //! kills through `Child::kill` (SIGKILL to the main process only) when asked.
+//!
+//! `tokio-safe` (spawn only): the same with the safety pidring gives its tasks, added the
+//! way a tokio user can: a `pre_exec` doing `setsid` + `PR_SET_PDEATHSIG`, which makes std
+//! fork (page tables copied) instead of `posix_spawn`.
+//!
+//! From one caller (`spawn --submitters 1`) the spawns are a plain loop in `block_on`,
+//! each child then supervised by its own task.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,19 +26,31 @@ use crate::bench::stats::LineClock;
 struct Tokio {
     rt: tokio::runtime::Runtime,
     tag: String,
+    /// `tokio-safe`: every command gets the safety `pre_exec`.
+    safe: bool,
     /// Per group: kill switch and optional concurrency limit.
     kill: Vec<(watch::Sender<bool>, watch::Receiver<bool>)>,
     sem: Vec<Option<Arc<Semaphore>>>,
 }
 
-impl Launch for Tokio {
-    fn launch(&mut self, group: usize, idx: usize, child: &Child, tx: &Sender<Msg>) {
-        let mut cmd = Command::new(&child.program);
+impl Tokio {
+    fn command(&self, child: &Child) -> Command {
+        let mut cmd = std::process::Command::new(&child.program);
         cmd.args(&child.args)
             .env(crate::bench::census::TAG_VAR, &self.tag)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if self.safe {
+            crate::sys::add_safety_pre_exec(&mut cmd);
+        }
+        Command::from(cmd)
+    }
+}
+
+impl Launch for Tokio {
+    fn launch(&mut self, group: usize, idx: usize, child: &Child, tx: &Sender<Msg>) {
+        let cmd = self.command(child);
         let kill = self.kill[group].1.clone();
         let sem = self.sem[group].clone();
         let tx = tx.clone();
@@ -59,7 +78,7 @@ async fn supervise(
     mut cmd: Command,
     idx: usize,
     sem: Option<Arc<Semaphore>>,
-    mut kill: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
     tx: Sender<Msg>,
 ) {
     let _permit = match sem {
@@ -67,7 +86,7 @@ async fn supervise(
         None => None,
     };
     let start_ns = mono_ns();
-    let mut child = match cmd.spawn() {
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Msg::SpawnFailed {
@@ -77,6 +96,17 @@ async fn supervise(
             return;
         }
     };
+    supervise_child(child, idx, start_ns, kill, tx).await;
+}
+
+/// Reads both pipes and waits for the exit (or kills on request), then reports `Done`.
+async fn supervise_child(
+    mut child: tokio::process::Child,
+    idx: usize,
+    start_ns: u64,
+    mut kill: watch::Receiver<bool>,
+    tx: Sender<Msg>,
+) {
     let _ = tx.send(Msg::Started {
         idx,
         pid: child.id().unwrap_or(0) as i32,
@@ -125,7 +155,7 @@ async fn supervise(
     });
 }
 
-pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
+pub fn run(params: &Params, ctx: &Ctx, safe: bool) -> Result<Measured, NotRun> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -134,14 +164,80 @@ pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
     let mut t = Tokio {
         rt,
         tag: ctx.tag.clone(),
+        safe,
         kill: (0..2).map(|_| watch::channel(false)).collect(),
         sem: vec![None, None],
     };
     let base = crate::bench::resources::rss().rss_kib;
-    let result = run_with(&mut t, params, ctx).map(|mut m| {
+    let result = if params.one_caller() {
+        Ok(one_caller(&t, params, ctx))
+    } else {
+        run_with(&mut t, params, ctx)
+    };
+    let result = result.map(|mut m| {
         m.base_rss_kib = Some(base);
         m
     });
     t.rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// `for … { Command::spawn()? }` in `block_on`, each child then supervised by its own task;
+/// the rate is the spawn loop's.
+fn one_caller(t: &Tokio, params: &Params, ctx: &Ctx) -> Measured {
+    let mut m = Measured::default();
+    let Params::Spawn { tasks, .. } = *params else {
+        return m;
+    };
+    let n = tasks as usize;
+    let child = ctx.programs.spawned(params);
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let (_no_kill, kill) = watch::channel(false);
+    ctx.stage("spawn loop + reap", tasks);
+    let cpu0 = crate::bench::resources::cpu_self();
+    let t0 = std::time::Instant::now();
+    t.rt.block_on(async {
+        for idx in 0..n {
+            let start_ns = mono_ns();
+            match t.command(&child).spawn() {
+                Ok(c) => {
+                    tokio::spawn(supervise_child(c, idx, start_ns, kill.clone(), tx.clone()));
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::SpawnFailed {
+                        idx,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    });
+    let spawn_loop = t0.elapsed();
+    let ended = super::common::collect_done(
+        &rx,
+        n,
+        t0 + std::time::Duration::from_secs(180),
+        Vec::new(),
+        &mut m,
+        &ctx.bar,
+        |m, idx, s, d, end| {
+            m.latency.record_ns(d.saturating_sub(s));
+            super::common::Expect::Success.check(m, idx, &end);
+        },
+    );
+    m.extra
+        .insert("all_done_s".into(), t0.elapsed().as_secs_f64());
+    m.extra
+        .insert("spawn_loop_s".into(), spawn_loop.as_secs_f64());
+    m.extra.insert(
+        "phase_cpu_s".into(),
+        (crate::bench::resources::cpu_self() - cpu0).as_secs_f64(),
+    );
+    m.work_wall = spawn_loop;
+    m.work = ended as f64;
+    m.tasks = tasks;
+    m.peak_tasks = tasks;
+    m.hung = (n - ended) as u64;
+    m.survivors = ctx.survivors();
+    m
 }

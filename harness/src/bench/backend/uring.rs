@@ -259,6 +259,13 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
     result.map(|()| m)
 }
 
+/// Lets the held tasks finish starting up before the measured spawns (see `wait_quiet`).
+fn settle(ctx: &Ctx, m: &mut Measured) {
+    ctx.stage("waiting for the held tasks to settle", 0);
+    let waited = crate::bench::resources::wait_quiet(4, Duration::from_secs(60));
+    m.extra.insert("settle_s".into(), waited.as_secs_f64());
+}
+
 fn capacity_fit(pool: &Pool, ctx: &Ctx, m: &mut Measured, asked: u64, pids: u64) -> u64 {
     let mut n = ctx.fit(m, asked, 0, pids);
     let cap = pool.capacity() as u64;
@@ -284,35 +291,79 @@ fn scenario(
     std::thread::scope(|s| {
         let mut book = Book::new();
         match *params {
-            Params::Spawn { tasks, concurrency } => {
+            Params::Spawn {
+                tasks,
+                concurrency,
+                hold,
+                ..
+            } => {
+                // Idle tasks held while spawning (their fds sit in the rings' tables).
+                let held = if hold > 0 {
+                    let h = capacity_fit(pool, ctx, m, hold, 1) as usize;
+                    let idle = ctx.programs.idle();
+                    ctx.stage("holding idle tasks", h as u64);
+                    submit(
+                        s,
+                        pool,
+                        FLEET,
+                        h,
+                        workers,
+                        None,
+                        move |_| spec_of(&idle, ctx),
+                        &sub_tx,
+                    );
+                    while book.reported[FLEET] < h {
+                        if book.pump(&events, &sub_rx, m, tick) {
+                            ctx.bar.set_position(book.reported[FLEET] as u64);
+                        }
+                    }
+                    settle(ctx, m);
+                    h
+                } else {
+                    0
+                };
                 let n = tasks as usize;
+                let one_caller = params.one_caller();
+                // From one caller nothing limits the tasks in flight: the loop is the rate.
                 let (give, take) = crossbeam_channel::unbounded();
-                for _ in 0..concurrency {
-                    let _ = give.send(());
+                if !one_caller {
+                    for _ in 0..concurrency {
+                        let _ = give.send(());
+                    }
                 }
-                let child = ctx.programs.short();
+                let child = ctx.programs.spawned(params);
                 ctx.stage("spawn + reap", tasks);
+                let threads0 = crate::bench::resources::cpu_by_thread_kind();
+                let cpu0 = cpu_self();
                 let t0 = Instant::now();
                 submit(
                     s,
                     pool,
                     MAIN,
                     n,
-                    workers,
-                    Some(take),
+                    params.submitters(),
+                    (!one_caller).then_some(take),
                     move |_| spec_of(&child, ctx),
                     &sub_tx,
                 );
                 drop(sub_tx);
                 let deadline = t0 + Duration::from_secs(180);
                 let mut ended = 0;
+                let mut spawn_loop = None;
                 while ended + book.failed[MAIN] < n && Instant::now() < deadline {
                     let before = book.failed[MAIN];
                     book.pump(&events, &sub_rx, m, tick);
+                    if spawn_loop.is_none() && book.reported[MAIN] == n {
+                        spawn_loop = Some(t0.elapsed());
+                    }
                     for _ in before..book.failed[MAIN] {
                         let _ = give.send(());
                     }
                     for e in book.ended.drain(..) {
+                        if e.group != MAIN {
+                            m.error(format!("held task {} ended: {:?}", e.idx, e.outcome.reason));
+                            continue;
+                        }
                         m.latency.record_ns(e.done_ns.saturating_sub(e.start_ns));
                         expect_reason(m, &e, |r| *r == Reason::Exited(0));
                         ended += 1;
@@ -321,11 +372,37 @@ fn scenario(
                     }
                 }
                 drop(give);
-                m.work_wall = t0.elapsed();
+                let all_done = t0.elapsed();
+                m.extra
+                    .insert("phase_cpu_s".into(), (cpu_self() - cpu0).as_secs_f64());
+                // Where the supervisor's CPU went, per thread kind (submitter threads end
+                // with the phase, so they show as what is missing from the total).
+                for (kind, t) in crate::bench::resources::cpu_by_thread_kind() {
+                    let before = threads0.get(&kind).copied().unwrap_or_default();
+                    let spent = t.saturating_sub(before).as_secs_f64();
+                    m.extra.insert(format!("cpu_{kind}_s"), spent);
+                }
+                m.extra.insert("all_done_s".into(), all_done.as_secs_f64());
+                if let Some(l) = spawn_loop {
+                    m.extra.insert("spawn_loop_s".into(), l.as_secs_f64());
+                }
+                m.extra.insert("held".into(), held as f64);
+                m.work_wall = match (one_caller, spawn_loop) {
+                    (true, Some(l)) => l,
+                    _ => all_done,
+                };
                 m.work = ended as f64;
                 m.tasks = tasks;
-                m.peak_tasks = concurrency.min(tasks);
+                m.peak_tasks = if one_caller {
+                    tasks
+                } else {
+                    concurrency.min(tasks)
+                } + held as u64;
                 m.hung = (book.spawned[MAIN] - ended) as u64;
+                if held > 0 {
+                    let (killed, _) = kill_all(&mut book, FLEET, ctx, m, &events, &sub_rx, false);
+                    m.hung += (held - killed) as u64;
+                }
                 m.survivors = ctx.survivors();
             }
             Params::Idle { tasks, idle_secs } => {
