@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::driver::faulty::Faults;
@@ -11,11 +11,9 @@ use crate::{Backend, Containment, Event, ExitStatus, Pool, Reason, SpawnError, T
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Tests here share the process's children and fd table: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Tests that start processes share the process's children and fd table: one at a time,
+/// with every other such test of the crate.
+use crate::sys::spawn::test_util::serial;
 
 fn pool(backend: Backend, containment: Containment, faults: &Arc<Faults>) -> Option<Pool> {
     match Pool::builder()

@@ -163,6 +163,8 @@ fn runners_are_known_from_the_clone_on() {
     kill_and_reap(started);
     runners.runner_reaped(pid);
     assert!(!runners.is_runner(pid));
+    // The sweep made this process a subreaper: later tests must not inherit orphans.
+    crate::containment::stop_being_subreaper().unwrap();
 }
 
 /// While one spawn is stuck before exec, the worker's other tasks time out, are killed and
