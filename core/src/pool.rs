@@ -191,6 +191,10 @@ impl PoolBuilder {
             false => None,
         };
         let cleanup = CleanupThread::start().map_err(BuildError::Cleanup)?;
+        let dev_null = Arc::new(
+            crate::sys::spawn::open_dev_null()
+                .map_err(|e| BuildError::Driver(backend.kind.as_str(), e.into()))?,
+        );
         let epoll_budget = (fixed_files as usize).saturating_sub(FDS_LEFT_TO_THE_PROGRAM) / workers;
         let capacity_per_worker = match backend.kind {
             BackendKind::Uring => per_ring as usize,
@@ -220,6 +224,7 @@ impl PoolBuilder {
                 sink: sink.clone(),
                 containment: Arc::clone(&containment),
                 cleanup: Arc::clone(&cleanup),
+                dev_null: Arc::clone(&dev_null),
                 orphans: orphans.clone(),
                 #[cfg(test)]
                 faults: self.faults.clone(),

@@ -215,6 +215,8 @@ pub(crate) struct WorkerSetup {
     pub(crate) sink: EventSink,
     pub(crate) containment: Arc<PoolContainment>,
     pub(crate) cleanup: Arc<CleanupThread>,
+    /// `/dev/null`, opened once per pool, for the children's stdio that goes nowhere.
+    pub(crate) dev_null: Arc<OwnedFd>,
     /// The pool's orphan sweep, when the pool is a subreaper: it knows the task runners
     /// (registered under its lock around each spawn) so it never takes a runner's status.
     pub(crate) orphans: Option<Arc<OrphanSweep>>,
@@ -233,14 +235,13 @@ pub(crate) fn start(setup: WorkerSetup) -> Result<(Arc<WorkerShared>, JoinHandle
     let (tx, rx) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
     let backend = setup.backend.as_str();
-    let worker_wake = wake
-        .try_clone()
-        .map_err(|e| BuildError::Driver(backend, e))?;
     let wake = Arc::new(wake);
+    let worker_wake = Arc::clone(&wake);
     let spawner_wake = Arc::clone(&wake);
     let (spawner, spawns) = spawner::Spawner::start(
         setup.index,
         Arc::clone(&setup.containment),
+        Arc::clone(&setup.dev_null),
         setup.orphans.clone(),
         move || {
             // Fails only if the counter would overflow, which a worker that reads it never
@@ -284,7 +285,7 @@ fn run_thread(
     setup: WorkerSetup,
     spawner: spawner::Spawner<PendingSpawn>,
     commands: crossbeam_channel::Receiver<Command>,
-    wake: OwnedFd,
+    wake: Arc<OwnedFd>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
 ) {

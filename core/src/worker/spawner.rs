@@ -213,6 +213,7 @@ impl<T: Send + 'static> Spawner<T> {
     pub(crate) fn start(
         worker: usize,
         containment: Arc<PoolContainment>,
+        null: Arc<OwnedFd>,
         orphans: Option<Arc<OrphanSweep>>,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> io::Result<(Spawner<T>, SpawnQueue<T>)> {
@@ -225,7 +226,6 @@ impl<T: Send + 'static> Spawner<T> {
         });
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
-        let null = Arc::new(spawn::open_dev_null()?);
         let mut cloners = Vec::with_capacity(SPAWNERS_PER_WORKER);
         for _ in 0..SPAWNERS_PER_WORKER {
             let mut cloner = Cloner::new()?;

@@ -20,6 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::event::epoll;
@@ -54,7 +55,8 @@ struct Entry {
 
 pub(crate) struct EpollDriver {
     epoll: OwnedFd,
-    wake: OwnedFd,
+    /// The worker's eventfd, shared with the threads that wake it.
+    wake: Arc<OwnedFd>,
     entries: Slab<Entry>,
     /// The descriptor each armed operation's `user_data` names (for `cancel`).
     by_tag: HashMap<u64, Handle>,
@@ -72,11 +74,11 @@ pub(crate) struct EpollDriver {
 
 impl EpollDriver {
     /// A driver that adopts at most `budget` descriptors, woken through `wake` (an eventfd).
-    pub(crate) fn new(budget: usize, wake: OwnedFd) -> io::Result<EpollDriver> {
+    pub(crate) fn new(budget: usize, wake: Arc<OwnedFd>) -> io::Result<EpollDriver> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
             &epoll,
-            &wake,
+            &*wake,
             epoll::EventData::new_u64(WAKE_TOKEN),
             epoll::EventFlags::IN,
         )?;
@@ -349,7 +351,7 @@ impl Driver for EpollDriver {
             let token = event.data.u64();
             if token == WAKE_TOKEN {
                 let mut counter = [0u8; 8];
-                let _ = rustix::io::read(&self.wake, &mut counter);
+                let _ = rustix::io::read(&*self.wake, &mut counter);
                 continue;
             }
             if let Ok(handle) = Handle::try_from(token) {

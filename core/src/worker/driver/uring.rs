@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::fixed_slots::FixedSlots;
@@ -28,7 +29,8 @@ const NO_SLOT: u32 = u32::MAX;
 pub(crate) struct UringDriver {
     ring: Ring,
     fixed: FixedSlots,
-    wake: OwnedFd,
+    /// The worker's eventfd, shared with the threads that wake it.
+    wake: Arc<OwnedFd>,
     raw: Vec<ring::Completion>,
     /// Lend requests waiting for room under [`MAX_LENT`]: (fixed slot, user_data).
     lend_queue: VecDeque<(Handle, u64)>,
@@ -37,7 +39,7 @@ pub(crate) struct UringDriver {
 }
 
 impl UringDriver {
-    pub(crate) fn new(sizes: RingSizes, wake: OwnedFd) -> io::Result<UringDriver> {
+    pub(crate) fn new(sizes: RingSizes, wake: Arc<OwnedFd>) -> io::Result<UringDriver> {
         let ring = Ring::new(
             sizes.sq_entries,
             sizes.cq_entries,

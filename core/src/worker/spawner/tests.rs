@@ -39,7 +39,8 @@ fn spawner(orphans: Option<Arc<OrphanSweep>>) -> (Spawner<u64>, SpawnQueue<u64>,
     let containment = Arc::new(PoolContainment::new(Containment::ProcessGroup).unwrap());
     let wakes = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&wakes);
-    let (spawner, queue) = Spawner::start(0, containment, orphans, move || {
+    let null = Arc::new(crate::sys::spawn::open_dev_null().unwrap());
+    let (spawner, queue) = Spawner::start(0, containment, null, orphans, move || {
         counter.fetch_add(1, Ordering::SeqCst);
     })
     .unwrap();
