@@ -13,7 +13,8 @@
 //! - Reads go into one buffer per driver (the bounded buffer pool: an idle task holds no
 //!   memory), at most [`READS_PER_WAKEUP`] per stream and wake-up so one chatty task cannot
 //!   starve the others, and each chunk is copied out once.
-//! - A pidfd is lent as a duplicate (`F_DUPFD_CLOEXEC`), closed by the loop after use.
+//! - A pidfd is lent as a duplicate (`F_DUPFD_CLOEXEC`), closed by the loop after use; at
+//!   most `MAX_LENT` per turn of the loop, so a kill-all does not fill the fd table.
 //! - Directories are not removed here ([`Driver::remove_dir`] hands them back).
 
 use std::collections::{HashMap, VecDeque};
@@ -26,6 +27,7 @@ use std::time::Duration;
 use rustix::event::epoll;
 use slab::Slab;
 
+use super::uring::MAX_LENT;
 use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadEnd};
 use crate::pool::BackendKind;
 
@@ -68,6 +70,9 @@ pub(crate) struct EpollDriver {
     /// Completions made without waiting (lent pidfds, cancellations), handed out by the
     /// next `wait`, which then does not sleep.
     ready: VecDeque<Completion>,
+    /// Lend requests beyond [`MAX_LENT`] in this turn: (pidfd handle, user_data).
+    lend_queue: VecDeque<(Handle, u64)>,
+    /// Duplicates lent since the last `wait` (the loop closes each before it waits again).
     lent_now: u64,
     stats: DriverStats,
 }
@@ -91,6 +96,7 @@ impl EpollDriver {
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             buffer: vec![0u8; READ_SIZE].into_boxed_slice(),
             ready: VecDeque::new(),
+            lend_queue: VecDeque::new(),
             lent_now: 0,
             stats: DriverStats::default(),
         })
@@ -213,6 +219,35 @@ impl EpollDriver {
     }
 }
 
+impl EpollDriver {
+    /// Lends queued pidfds (as duplicates) while fewer than [`MAX_LENT`] were lent since the
+    /// last `wait`: whatever the number of tasks signalled or reaped at once, the process fd
+    /// table holds at most that many duplicates.
+    fn pump_lends(&mut self) {
+        while self.lent_now < MAX_LENT as u64 {
+            let Some((pidfd, user_data)) = self.lend_queue.pop_front() else {
+                return;
+            };
+            let result = match self.entries.get(pidfd as usize) {
+                Some(entry) if entry.role == FdRole::Pidfd => entry
+                    .fd
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
+                _ => Err(libc::EBADF),
+            };
+            if result.is_ok() {
+                self.lent_now += 1;
+                self.stats.lent_pidfds_peak = self.stats.lent_pidfds_peak.max(self.lent_now);
+            }
+            self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Pidfd(result),
+            });
+        }
+    }
+}
+
 /// The completion of an operation that could not even be armed.
 fn failure(armed: Armed, errno: i32) -> Outcome {
     match armed {
@@ -265,22 +300,8 @@ impl Driver for EpollDriver {
     }
 
     fn lend_pidfd(&mut self, pidfd: Handle, user_data: u64) {
-        let result = match self.entries.get(pidfd as usize) {
-            Some(entry) if entry.role == FdRole::Pidfd => entry
-                .fd
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
-            _ => Err(libc::EBADF),
-        };
-        if result.is_ok() {
-            self.lent_now += 1;
-            self.stats.lent_pidfds_peak = self.stats.lent_pidfds_peak.max(self.lent_now);
-        }
-        self.ready.push_back(Completion {
-            user_data,
-            outcome: Outcome::Pidfd(result),
-        });
+        self.lend_queue.push_back((pidfd, user_data));
+        self.pump_lends();
     }
 
     fn read(&mut self, stream: Handle, user_data: u64) {
@@ -327,6 +348,7 @@ impl Driver for EpollDriver {
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         // Lent pidfds of the previous batch were closed by the loop by now.
         self.lent_now = 0;
+        self.pump_lends();
         let timeout = if self.ready.is_empty() {
             timeout
         } else {

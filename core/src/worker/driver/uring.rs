@@ -18,9 +18,10 @@ use crate::sys::ring::{self, ops, Ring};
 use crate::worker::user_data::{pack, unpack, OpTag, Tag};
 use crate::worker::RingSizes;
 
-/// Pidfds lent (installs submitted and not yet completed) at most at once. Each completed
-/// install is used and closed by the loop within the same batch, so the process fd table
-/// holds at most about twice this many lent pidfds, whatever the number of tasks.
+/// Pidfds lent (installs submitted and not yet completed; epoll: duplicates made in one turn
+/// of the loop) at most at once. Each lent pidfd is used and closed by the loop within the
+/// same batch, so the process fd table holds at most about twice this many, whatever the
+/// number of tasks.
 pub(crate) const MAX_LENT: usize = 64;
 
 /// Slot number used in tags that belong to no task.
