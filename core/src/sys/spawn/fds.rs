@@ -75,13 +75,21 @@ impl Plan {
         null: Option<&OwnedFd>,
     ) -> Result<Plan, SpawnError> {
         let map = |e: Errno| SpawnError::from_errno(e.raw_os_error(), &prepared.program);
+        // `F_DUPFD` answers EINVAL, not EMFILE, when no number at or above its minimum is
+        // below RLIMIT_NOFILE: for us that is the same "out of descriptors".
+        let dup_above = |fd: &OwnedFd, min: RawFd| -> Result<OwnedFd, Errno> {
+            rustix::io::fcntl_dupfd_cloexec(fd, min).map_err(|e| match e {
+                Errno::INVAL => Errno::MFILE,
+                e => e,
+            })
+        };
         let max_target = prepared.channels_sorted.last().copied().unwrap_or(2).max(2);
         // Moves `fd` above every target (a rare collision with a channel's number).
         let above = |fd: OwnedFd| -> Result<OwnedFd, SpawnError> {
             if fd.as_raw_fd() > max_target {
                 return Ok(fd);
             }
-            rustix::io::fcntl_dupfd_cloexec(&fd, max_target + 1).map_err(map)
+            dup_above(&fd, max_target + 1).map_err(map)
         };
 
         let mut plan = Plan {
@@ -100,12 +108,12 @@ impl Plan {
             (true, kept) => {
                 // None kept, or its number is a channel's target: one for this spawn.
                 let fd = match kept {
-                    Some(kept) => rustix::io::fcntl_dupfd_cloexec(kept, max_target + 1),
+                    Some(kept) => dup_above(kept, max_target + 1),
                     None => open_dev_null().and_then(|fd| {
                         if fd.as_raw_fd() > max_target {
                             Ok(fd)
                         } else {
-                            rustix::io::fcntl_dupfd_cloexec(&fd, max_target + 1)
+                            dup_above(&fd, max_target + 1)
                         }
                     }),
                 }
