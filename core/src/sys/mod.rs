@@ -3,9 +3,12 @@
 //! - `spawn`: clone3 with a pidfd, child setup, exec.
 //! - `pidfd`: signals, reaping, exit info through pidfds.
 //! - `ring`: the io_uring ring, its fixed-file table and provided buffer ring.
+//! - `signals`: keeping `SIGPIPE` off the worker threads.
+//! - `fd`: taking ownership of descriptors handed over as numbers.
 #![allow(unsafe_code)]
 
 pub(crate) mod fd;
 pub(crate) mod pidfd;
 pub(crate) mod ring;
+pub(crate) mod signals;
 pub(crate) mod spawn;

@@ -26,8 +26,12 @@ use crate::task::StreamId;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Default search path when the child's environment has no `PATH` (as glibc's `execvp`).
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
-/// At most this many extra channels: `StreamId` is a `u8` and channels start at 2.
+/// At most this many extra channels: `StreamId` is a `u8`, channels start at 2, 255 is stdin.
 const MAX_CHANNELS: usize = 253;
+/// At most this many framed channels.
+const MAX_FRAMED: u8 = 200;
+/// Names the child's framed channel fds, comma-separated, in channel order.
+pub(crate) const CHANNEL_FDS_VAR: &str = "PIDRING_CHANNEL_FDS";
 /// Exit code of a child whose setup or exec failed.
 const CHILD_FAILED: i32 = 127;
 
@@ -48,7 +52,8 @@ pub(crate) struct Prepared {
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
-    /// Child fd numbers of the channels, in `StreamId::channel(k)` order.
+    /// Child fd numbers of the channels, in `StreamId::channel(k)` order: the raw ones, then
+    /// the framed ones.
     channels: Vec<i32>,
     /// The same, sorted (the fds kept open across exec besides 0, 1, 2).
     channels_sorted: Vec<i32>,
@@ -82,7 +87,10 @@ impl Prepared {
 
     /// The streams that [`spawn`] will return, in order.
     pub(crate) fn streams(&self) -> Vec<StreamId> {
-        let mut out = Vec::with_capacity(2 + self.channels.len());
+        let mut out = Vec::with_capacity(3 + self.channels.len());
+        if self.stdin == Stdio::Capture {
+            out.push(StreamId::STDIN);
+        }
         if self.stdout == Stdio::Capture {
             out.push(StreamId::STDOUT);
         }
@@ -157,6 +165,30 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
             None => env.retain(|(k2, _)| k2 != key),
         }
     }
+    // Framed channels: the lowest fds from 3 up that no raw channel uses, named in the
+    // child's environment (a stale value inherited from our own supervisor is dropped).
+    if spec.framed > MAX_FRAMED {
+        return Err(invalid(format!("at most {MAX_FRAMED} framed channels")));
+    }
+    let mut framed_fds = Vec::with_capacity(usize::from(spec.framed));
+    let mut next_fd = 3;
+    while framed_fds.len() < usize::from(spec.framed) {
+        if !spec.channels.contains(&next_fd) {
+            framed_fds.push(next_fd);
+        }
+        next_fd += 1;
+    }
+    let var = OsString::from(CHANNEL_FDS_VAR);
+    if !framed_fds.is_empty() {
+        let list: Vec<String> = framed_fds.iter().map(i32::to_string).collect();
+        let value = OsString::from(list.join(","));
+        match env.iter_mut().find(|(k, _)| *k == var) {
+            Some(slot) => slot.1 = value,
+            None => env.push((var, value)),
+        }
+    } else if !spec.env.iter().any(|(k, _)| *k == var) {
+        env.retain(|(k, _)| *k != var);
+    }
     let mut envp = Vec::with_capacity(env.len());
     for (k, v) in &env {
         let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
@@ -194,13 +226,15 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
     };
 
     // Channels: child fds 3 and up, distinct, below RLIMIT_NOFILE.
-    if spec.channels.len() > MAX_CHANNELS {
+    let mut channels = spec.channels.clone();
+    channels.extend_from_slice(&framed_fds);
+    if channels.len() > MAX_CHANNELS {
         return Err(invalid(format!("at most {MAX_CHANNELS} channels")));
     }
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    let mut channels_sorted = spec.channels.clone();
+    let mut channels_sorted = channels.clone();
     channels_sorted.sort_unstable();
     for (i, &fd) in channels_sorted.iter().enumerate() {
         if fd < 3 {
@@ -227,15 +261,10 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
         candidates,
         cwd,
         cwd_display: spec.cwd.clone(),
-        // Writing to a child's stdin is not supported: `Capture` there means `/dev/null`.
-        stdin: if spec.stdin == Stdio::Inherit {
-            Stdio::Inherit
-        } else {
-            Stdio::Null
-        },
+        stdin: spec.stdin,
         stdout: spec.stdout,
         stderr: spec.stderr,
-        channels: spec.channels.clone(),
+        channels,
         channels_sorted,
     })
 }
@@ -246,7 +275,8 @@ pub(crate) struct Child {
     pub(crate) pid: i32,
     /// Blocking pidfd, `O_CLOEXEC`.
     pub(crate) pidfd: OwnedFd,
-    /// Supervisor ends of the captured streams, `O_CLOEXEC`, in `StreamId` order.
+    /// Supervisor ends of the captured streams, `O_CLOEXEC`, in the order of
+    /// [`Prepared::streams`] (stdin's is a pipe's write end).
     pub(crate) streams: Vec<(StreamId, OwnedFd)>,
 }
 
@@ -330,10 +360,19 @@ pub(crate) fn spawn(prepared: &Prepared, placement: &Placement) -> Result<Child,
     };
     let null_raw = dev_null.as_ref().map(|fd| fd.as_raw_fd());
 
-    if prepared.stdin == Stdio::Null {
-        if let Some(n) = null_raw {
-            redirects.push((n, 0));
+    match prepared.stdin {
+        Stdio::Null => {
+            if let Some(n) = null_raw {
+                redirects.push((n, 0));
+            }
         }
+        Stdio::Capture => {
+            let (r, w) = pipe_with(PipeFlags::CLOEXEC).map_err(map)?;
+            redirects.push((r.as_raw_fd(), 0));
+            child_ends.push(r);
+            streams.push((StreamId::STDIN, w));
+        }
+        Stdio::Inherit => {}
     }
     for (mode, target, id) in [
         (prepared.stdout, 1, StreamId::STDOUT),

@@ -7,12 +7,15 @@
 //! - hands each task's pidfd and stream ends to its driver (`driver`), which keeps them as
 //!   io_uring direct descriptors or in the epoll set;
 //! - turns completions into machine events and machine actions into driver operations; the
-//!   machine alone decides when a task's slot and descriptors are released.
+//!   machine alone decides when a task's slot and descriptors are released;
+//! - delivers output and messages as credited chunks, pausing a task's reads while the
+//!   application holds its whole budget (`shared`), and writes its stdin and channels.
 
-mod backpressure;
 pub(crate) mod cleanup_thread;
 pub(crate) mod driver;
 mod event_loop;
+pub(crate) mod framing;
+pub(crate) mod shared;
 mod timers;
 pub(crate) mod tree_watch;
 pub mod user_data;
@@ -41,11 +44,14 @@ use driver::uring::UringDriver;
 use driver::DriverStats;
 
 /// A request about one live task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
     Signal(i32),
     Terminate,
     Kill,
+    /// Queue bytes (a whole frame, for a channel) for a stream the supervisor writes.
+    Write(crate::task::StreamId, Vec<u8>),
+    CloseStdin,
 }
 
 pub(crate) enum Command {
@@ -62,15 +68,17 @@ pub(crate) enum Command {
         slot: u32,
         request: Request,
     },
+    /// The application consumed enough of a paused task's chunks: read it again.
+    Resume { id: TaskId, slot: u32 },
     /// Kill every task, wait for their `Done`, and stop.
     Shutdown,
 }
 
 /// What a successful spawn tells the caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Spawned {
-    pub(crate) slot: u32,
     pub(crate) pid: i32,
+    pub(crate) shared: Arc<shared::TaskShared>,
 }
 
 /// Where events go.
@@ -83,6 +91,9 @@ pub(crate) enum EventSink {
 thread_local! {
     /// Set while this thread runs a user's `on_event` callback.
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On a worker thread: its `WorkerShared` (compared by address only).
+    static THIS_WORKER: std::cell::Cell<*const WorkerShared> =
+        const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// Whether the calling thread is inside an `on_event` callback (on a worker thread).
@@ -109,15 +120,6 @@ impl EventSink {
                 }
                 true
             }
-        }
-    }
-
-    /// Events queued and not yet received; `None` when the sink cannot fill up.
-    fn queued(&self) -> Option<usize> {
-        match self {
-            EventSink::Channel(tx) => Some(tx.len()),
-            // A callback runs on the worker: it is its own back-pressure.
-            EventSink::Callback(_) => None,
         }
     }
 }
@@ -148,6 +150,11 @@ impl WorkerShared {
     /// Queues a command and wakes the worker. Fails once the worker has stopped.
     pub(crate) fn send(&self, command: Command) -> Result<(), ()> {
         self.commands.send(command).map_err(drop)?;
+        // From the worker's own thread (an `on_event` callback replying to a message, a
+        // chunk dropped there) the loop takes its commands before it waits again: no wake-up.
+        if THIS_WORKER.with(|w| w.get()) == std::ptr::from_ref(self) {
+            return Ok(());
+        }
         // An eventfd write fails only if the counter would overflow, which a worker that
         // keeps reading it never lets happen; the command is queued either way.
         let _ = rustix::io::write(self.wake.as_fd(), &1u64.to_ne_bytes());
@@ -185,6 +192,8 @@ pub(crate) struct WorkerSetup {
     /// Typical tasks this worker can hold at once.
     pub(crate) capacity: usize,
     pub(crate) sink: EventSink,
+    /// Default budget of a task (bytes delivered and not yet consumed).
+    pub(crate) task_budget: usize,
     pub(crate) containment: Arc<PoolContainment>,
     pub(crate) cleanup: Arc<CleanupThread>,
     /// Pids of task runners, kept only when the pool is a subreaper, so that orphan
@@ -245,6 +254,10 @@ fn run_thread(
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
 ) {
+    // Writes to stdin pipes run on this thread: a reader gone must be an EPIPE, never a
+    // SIGPIPE that ends the host process.
+    crate::sys::signals::block_sigpipe();
+    THIS_WORKER.with(|w| w.set(Arc::as_ptr(&shared)));
     match setup.backend {
         BackendKind::Uring => match UringDriver::new(setup.sizes, wake) {
             Ok(driver) => run_on(driver, setup, commands, shared, ready),

@@ -70,7 +70,7 @@ fn stdout(events: &[Event]) -> Vec<u8> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Output { bytes, .. } => Some(bytes.clone()),
+            Event::Output { bytes, .. } => Some(bytes.to_vec()),
             _ => None,
         })
         .flatten()

@@ -566,7 +566,10 @@ fn pass_through(
                         continue;
                     }
                     pending_bytes += bytes.len();
-                    pending.push_back(Chunk { fd, bytes });
+                    pending.push_back(Chunk {
+                        fd,
+                        bytes: bytes.into_vec(),
+                    });
                     if writer.is_none() && inline.is_none() {
                         match output::Writer::start(16, broken_tx.clone(), Arc::clone(&counters)) {
                             Ok((tx, w)) => {

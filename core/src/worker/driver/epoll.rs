@@ -13,6 +13,9 @@
 //! - Reads go into one buffer per driver (the bounded buffer pool: an idle task holds no
 //!   memory), at most [`READS_PER_WAKEUP`] per stream and wake-up so one chatty task cannot
 //!   starve the others, and each chunk is copied out once.
+//! - Writes are tried at once; what a full pipe or socket does not take waits for
+//!   `EPOLLOUT` (a descriptor's read and write interests are one epoll registration).
+//!   Sockets are written with `MSG_NOSIGNAL`; a pipe write's `SIGPIPE` is discarded.
 //! - A pidfd is lent as a duplicate (`F_DUPFD_CLOEXEC`), closed by the loop after use.
 //! - Directories are not removed here ([`Driver::remove_dir`] hands them back).
 
@@ -25,7 +28,9 @@ use std::time::Duration;
 use rustix::event::epoll;
 use slab::Slab;
 
-use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadEnd};
+use super::{
+    Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, ReadEnd, WriteBuf,
+};
 use crate::pool::BackendKind;
 
 /// Bytes read from a stream in one `read(2)`: a whole default pipe buffer.
@@ -46,10 +51,35 @@ enum Armed {
     Priority(u64),
 }
 
+/// A write waiting for `EPOLLOUT`.
+struct PendingWrite {
+    tag: u64,
+    buf: WriteBuf,
+    socket: bool,
+}
+
 struct Entry {
     fd: OwnedFd,
     role: FdRole,
     armed: Armed,
+    write: Option<PendingWrite>,
+    /// The interest registered in the epoll set (`None`: not in the set).
+    registered: Option<epoll::EventFlags>,
+}
+
+impl Entry {
+    /// The interest the armed operations need.
+    fn interest(&self) -> epoll::EventFlags {
+        let mut flags = match self.armed {
+            Armed::Nothing => epoll::EventFlags::empty(),
+            Armed::Exit(_) | Armed::Read(_) => epoll::EventFlags::IN,
+            Armed::Priority(_) => epoll::EventFlags::PRI | epoll::EventFlags::ERR,
+        };
+        if self.write.is_some() {
+            flags |= epoll::EventFlags::OUT;
+        }
+        flags
+    }
 }
 
 pub(crate) struct EpollDriver {
@@ -95,7 +125,7 @@ impl EpollDriver {
     }
 
     /// Arms `handle` for `armed` (it must have nothing armed).
-    fn arm(&mut self, handle: Handle, armed: Armed, flags: epoll::EventFlags) {
+    fn arm(&mut self, handle: Handle, armed: Armed) {
         let tag = match armed {
             Armed::Exit(t) | Armed::Read(t) | Armed::Priority(t) => t,
             Armed::Nothing => return,
@@ -119,40 +149,133 @@ impl EpollDriver {
             });
             return;
         }
-        let data = epoll::EventData::new_u64(u64::from(handle));
-        match epoll::add(&self.epoll, &entry.fd, data, flags) {
+        entry.armed = armed;
+        match self.sync(handle) {
             Ok(()) => {
-                entry.armed = armed;
                 self.by_tag.insert(tag, handle);
             }
-            Err(e) => self.ready.push_back(Completion {
-                user_data: tag,
-                outcome: failure(armed, e.raw_os_error()),
-            }),
+            Err(errno) => {
+                if let Some(entry) = self.entries.get_mut(handle as usize) {
+                    entry.armed = Armed::Nothing;
+                }
+                let _ = self.sync(handle);
+                self.ready.push_back(Completion {
+                    user_data: tag,
+                    outcome: failure(armed, errno),
+                });
+            }
         }
     }
 
-    /// Takes `handle` out of the epoll set; returns what was armed.
+    /// Makes the epoll registration of `handle` match what it has armed.
+    fn sync(&mut self, handle: Handle) -> Result<(), i32> {
+        let Some(entry) = self.entries.get_mut(handle as usize) else {
+            return Ok(());
+        };
+        let want = entry.interest();
+        let data = epoll::EventData::new_u64(u64::from(handle));
+        let result = match entry.registered {
+            None if want.is_empty() => Ok(()),
+            None => epoll::add(&self.epoll, &entry.fd, data, want),
+            Some(_) if want.is_empty() => epoll::delete(&self.epoll, &entry.fd),
+            Some(had) if had == want => Ok(()),
+            Some(_) => epoll::modify(&self.epoll, &entry.fd, data, want),
+        };
+        match result {
+            Ok(()) => {
+                entry.registered = (!want.is_empty()).then_some(want);
+                Ok(())
+            }
+            Err(e) => Err(e.raw_os_error()),
+        }
+    }
+
+    /// Ends what `handle` has armed (not its write); returns it.
     fn disarm(&mut self, handle: Handle) -> Armed {
         let Some(entry) = self.entries.get_mut(handle as usize) else {
             return Armed::Nothing;
         };
         let armed = std::mem::replace(&mut entry.armed, Armed::Nothing);
         if armed != Armed::Nothing {
-            // Fails only if the fd is not in the set, which `armed` rules out.
-            let _ = epoll::delete(&self.epoll, &entry.fd);
             if let Armed::Exit(t) | Armed::Read(t) | Armed::Priority(t) = armed {
                 self.by_tag.remove(&t);
             }
+            // Fails only if the fd is not in the set, which `armed` rules out.
+            let _ = self.sync(handle);
         }
         armed
     }
 
-    /// A readiness event on `handle`.
-    fn ready_event(&mut self, handle: Handle, out: &mut Vec<Completion>) {
+    /// Ends `handle`'s pending write; returns it.
+    fn take_write(&mut self, handle: Handle) -> Option<PendingWrite> {
+        let pending = self.entries.get_mut(handle as usize)?.write.take()?;
+        self.by_tag.remove(&pending.tag);
+        let _ = self.sync(handle);
+        Some(pending)
+    }
+
+    /// Writes what `pending` holds, as much as the descriptor takes now.
+    fn try_write(fd: &OwnedFd, pending: &PendingWrite) -> Result<usize, rustix::io::Errno> {
+        loop {
+            let bytes = pending.buf.remaining();
+            let result = if pending.socket {
+                rustix::net::send(fd, bytes, rustix::net::SendFlags::NOSIGNAL)
+            } else {
+                rustix::io::write(fd, bytes)
+            };
+            match result {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::PIPE) if !pending.socket => {
+                    crate::sys::signals::discard_sigpipe();
+                    return Err(rustix::io::Errno::PIPE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `handle` is writable: the pending write goes as far as it can.
+    fn write_ready(&mut self, handle: Handle, out: &mut Vec<Completion>) {
         let Some(entry) = self.entries.get(handle as usize) else {
             return;
         };
+        let Some(pending) = &entry.write else {
+            return;
+        };
+        let result = Self::try_write(&entry.fd, pending);
+        if result == Err(rustix::io::Errno::AGAIN) {
+            return;
+        }
+        if let Some(pending) = self.take_write(handle) {
+            out.push(Completion {
+                user_data: pending.tag,
+                outcome: Outcome::Written {
+                    buf: pending.buf,
+                    result: result.map_err(|e| e.raw_os_error()),
+                },
+            });
+        }
+    }
+
+    /// A readiness event on `handle`.
+    fn ready_event(&mut self, handle: Handle, flags: epoll::EventFlags, out: &mut Vec<Completion>) {
+        let Some(entry) = self.entries.get(handle as usize) else {
+            return;
+        };
+        let writable = epoll::EventFlags::OUT | epoll::EventFlags::ERR | epoll::EventFlags::HUP;
+        if entry.write.is_some() && flags.intersects(writable) {
+            self.write_ready(handle, out);
+        }
+        let Some(entry) = self.entries.get(handle as usize) else {
+            return;
+        };
+        let readable = epoll::EventFlags::IN
+            | epoll::EventFlags::PRI
+            | epoll::EventFlags::ERR
+            | epoll::EventFlags::HUP;
+        if !flags.intersects(readable) {
+            return;
+        }
         match entry.armed {
             Armed::Nothing => {}
             Armed::Exit(tag) => {
@@ -190,7 +313,7 @@ impl EpollDriver {
                 Ok(n) => out.push(Completion {
                     user_data: tag,
                     outcome: Outcome::Data {
-                        bytes: self.buffer[..n].to_vec(),
+                        bytes: ReadBytes::Owned(self.buffer[..n].to_vec()),
                         more: true,
                     },
                 }),
@@ -243,6 +366,8 @@ impl Driver for EpollDriver {
             fd,
             role,
             armed: Armed::Nothing,
+            write: None,
+            registered: None,
         });
         Handle::try_from(key).map_err(|_| {
             self.entries.remove(key);
@@ -252,6 +377,12 @@ impl Driver for EpollDriver {
 
     fn release(&mut self, handle: Handle) {
         self.disarm(handle);
+        self.take_write(handle);
+        if let Some(entry) = self.entries.get(handle as usize) {
+            if entry.registered.is_some() {
+                let _ = epoll::delete(&self.epoll, &entry.fd);
+            }
+        }
         if self.entries.contains(handle as usize) {
             // Dropping the entry closes the descriptor.
             self.entries.remove(handle as usize);
@@ -259,7 +390,7 @@ impl Driver for EpollDriver {
     }
 
     fn watch_exit(&mut self, pidfd: Handle, user_data: u64) {
-        self.arm(pidfd, Armed::Exit(user_data), epoll::EventFlags::IN);
+        self.arm(pidfd, Armed::Exit(user_data));
     }
 
     fn lend_pidfd(&mut self, pidfd: Handle, user_data: u64) {
@@ -282,15 +413,79 @@ impl Driver for EpollDriver {
     }
 
     fn read(&mut self, stream: Handle, user_data: u64) {
-        self.arm(stream, Armed::Read(user_data), epoll::EventFlags::IN);
+        self.arm(stream, Armed::Read(user_data));
+    }
+
+    fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {
+        match bytes {
+            ReadBytes::Owned(v) => v,
+            // This driver never lends its buffer.
+            ReadBytes::Lent { .. } => &[],
+        }
+    }
+
+    fn write(&mut self, stream: Handle, buf: WriteBuf, socket: bool, user_data: u64) {
+        let Some(entry) = self.entries.get_mut(stream as usize) else {
+            self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Written {
+                    buf,
+                    result: Err(libc::EBADF),
+                },
+            });
+            return;
+        };
+        if entry.write.is_some() {
+            tracing::error!(
+                stream,
+                "a second write on a descriptor that has one pending"
+            );
+            self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Written {
+                    buf,
+                    result: Err(libc::EBUSY),
+                },
+            });
+            return;
+        }
+        let pending = PendingWrite {
+            tag: user_data,
+            buf,
+            socket,
+        };
+        match Self::try_write(&entry.fd, &pending) {
+            Err(rustix::io::Errno::AGAIN) => {
+                entry.write = Some(pending);
+                match self.sync(stream) {
+                    Ok(()) => {
+                        self.by_tag.insert(user_data, stream);
+                    }
+                    Err(errno) => {
+                        if let Some(pending) = self.take_write(stream) {
+                            self.ready.push_back(Completion {
+                                user_data,
+                                outcome: Outcome::Written {
+                                    buf: pending.buf,
+                                    result: Err(errno),
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+            result => self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Written {
+                    buf: pending.buf,
+                    result: result.map_err(|e| e.raw_os_error()),
+                },
+            }),
+        }
     }
 
     fn watch_priority(&mut self, fd: Handle, user_data: u64) {
-        self.arm(
-            fd,
-            Armed::Priority(user_data),
-            epoll::EventFlags::PRI | epoll::EventFlags::ERR,
-        );
+        self.arm(fd, Armed::Priority(user_data));
     }
 
     fn cancel(&mut self, target: u64) {
@@ -298,12 +493,29 @@ impl Driver for EpollDriver {
             // Not armed: it already ended (its end is on its way) or never was.
             return;
         };
+        if self
+            .entries
+            .get(handle as usize)
+            .and_then(|e| e.write.as_ref())
+            .is_some_and(|w| w.tag == target)
+        {
+            if let Some(pending) = self.take_write(handle) {
+                self.ready.push_back(Completion {
+                    user_data: target,
+                    outcome: Outcome::Written {
+                        buf: pending.buf,
+                        result: Err(libc::ECANCELED),
+                    },
+                });
+            }
+            return;
+        }
         let outcome = match self.disarm(handle) {
             Armed::Read(_) => Outcome::ReadEnd(ReadEnd::Cancelled),
             Armed::Priority(_) => Outcome::Priority(Err(libc::ECANCELED)),
             // The loop never cancels an exit watch; if it did, the watch just stays.
             Armed::Exit(t) => {
-                self.arm(handle, Armed::Exit(t), epoll::EventFlags::IN);
+                self.arm(handle, Armed::Exit(t));
                 return;
             }
             Armed::Nothing => return,
@@ -353,7 +565,7 @@ impl Driver for EpollDriver {
                 continue;
             }
             if let Ok(handle) = Handle::try_from(token) {
-                self.ready_event(handle, out);
+                self.ready_event(handle, event.flags, out);
             }
         }
         self.events = events;

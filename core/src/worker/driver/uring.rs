@@ -11,7 +11,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::fixed_slots::FixedSlots;
-use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadEnd};
+use super::{
+    Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, ReadEnd, WriteBuf,
+};
 use crate::pool::BackendKind;
 use crate::sys::ring::{self, ops, Ring};
 use crate::worker::user_data::{pack, unpack, OpTag, Tag};
@@ -33,6 +35,9 @@ pub(crate) struct UringDriver {
     /// Lend requests waiting for room under [`MAX_LENT`]: (fixed slot, user_data).
     lend_queue: VecDeque<(Handle, u64)>,
     lends_in_flight: usize,
+    /// Provided buffers lent to the loop by the last `wait` (`ReadBytes::Lent`), given back
+    /// to the kernel at the start of the next one.
+    lent_buffers: Vec<u16>,
     stats: DriverStats,
 }
 
@@ -52,6 +57,7 @@ impl UringDriver {
             raw: Vec::with_capacity(1024),
             lend_queue: VecDeque::new(),
             lends_in_flight: 0,
+            lent_buffers: Vec::new(),
             stats: DriverStats::default(),
         };
         driver.arm_wake();
@@ -125,10 +131,16 @@ impl UringDriver {
             OpTag::Read(_) => {
                 if c.result > 0 {
                     match c.buffer_id() {
-                        Some(bid) => Outcome::Data {
-                            bytes: self.ring.take_buffer(bid, c.result as usize),
-                            more: c.more(),
-                        },
+                        Some(bid) => {
+                            self.lent_buffers.push(bid);
+                            Outcome::Data {
+                                bytes: ReadBytes::Lent {
+                                    id: bid,
+                                    len: c.result as usize,
+                                },
+                                more: c.more(),
+                            }
+                        }
                         None => Outcome::ReadEnd(ReadEnd::Error(libc::EIO)),
                     }
                 } else {
@@ -141,6 +153,21 @@ impl UringDriver {
                         libc::ECANCELED => ReadEnd::Cancelled,
                         errno => ReadEnd::Error(errno),
                     })
+                }
+            }
+            OpTag::Write(_) => {
+                let (bytes, start) = self.ring.take_write(c.user_data)?;
+                if c.result == -libc::EPIPE {
+                    // A pipe write raises SIGPIPE on the thread that ran it: this one.
+                    crate::sys::signals::discard_sigpipe();
+                }
+                Outcome::Written {
+                    buf: WriteBuf { bytes, start },
+                    result: if c.result >= 0 {
+                        Ok(c.result as usize)
+                    } else {
+                        Err(-c.result)
+                    },
                 }
             }
             OpTag::TreeWatch => Outcome::Priority(if c.result >= 0 {
@@ -212,6 +239,18 @@ impl Driver for UringDriver {
             .push(ops::read_multishot(stream, group, user_data));
     }
 
+    fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {
+        match bytes {
+            ReadBytes::Owned(v) => v,
+            ReadBytes::Lent { id, len } => self.ring.lent_buffer(*id, *len),
+        }
+    }
+
+    fn write(&mut self, stream: Handle, buf: WriteBuf, socket: bool, user_data: u64) {
+        self.ring
+            .push_write(stream, buf.bytes, buf.start, socket, user_data);
+    }
+
     fn watch_priority(&mut self, fd: Handle, user_data: u64) {
         self.ring.push(ops::poll_pri_fixed(fd, user_data));
     }
@@ -235,6 +274,10 @@ impl Driver for UringDriver {
     }
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        // The loop is done with the bytes of the last batch.
+        for bid in self.lent_buffers.drain(..) {
+            self.ring.recycle(bid);
+        }
         self.ring.submit_and_wait(timeout)?;
         loop {
             self.ring.drain_completions(&mut self.raw);

@@ -148,7 +148,6 @@ impl Book {
                     t.clock.feed(&bytes, at);
                 }
             }
-            Event::Exited { .. } => {}
             Event::Done { outcome, .. } => {
                 let t = self.live.remove(&id).expect("tracked");
                 self.ended.push(Ended {
@@ -160,6 +159,7 @@ impl Book {
                     clock: t.clock,
                 });
             }
+            _ => {}
         }
     }
 }
