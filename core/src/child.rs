@@ -18,7 +18,7 @@
 //!
 //! The same without pidring, in Python with the standard library only: see the README.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,21 +94,33 @@ impl Channel {
         self.max_frame = bytes;
     }
 
-    /// Sends one frame: the 4-byte big-endian length of `payload`, then `payload`.
+    /// Sends one frame: the 4-byte big-endian length of `payload`, then `payload`. A
+    /// supervisor that closed the channel is an error (`EPIPE`), never a `SIGPIPE`.
     pub fn send(&self, payload: &[u8]) -> io::Result<()> {
         let len = u32::try_from(payload.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-        let mut out = &self.stream;
         // One write for small frames (most are), two for large ones (no copy).
         if payload.len() <= 64 * 1024 {
             let mut frame = Vec::with_capacity(4 + payload.len());
             frame.extend_from_slice(&len.to_be_bytes());
             frame.extend_from_slice(payload);
-            out.write_all(&frame)
+            self.send_all(&frame)
         } else {
-            out.write_all(&len.to_be_bytes())?;
-            out.write_all(payload)
+            self.send_all(&len.to_be_bytes())?;
+            self.send_all(payload)
         }
+    }
+
+    fn send_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match rustix::net::send(&self.stream, bytes, rustix::net::SendFlags::NOSIGNAL) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Receives one frame's payload; `None` when the supervisor closed the channel between
@@ -193,7 +205,7 @@ mod tests {
         a.send(b"four").unwrap();
         assert_eq!(b.recv().unwrap_err().kind(), io::ErrorKind::InvalidData);
         let (a, b) = UnixStream::pair().unwrap();
-        (&a).write_all(&[0, 0, 0, 9, 1, 2]).unwrap();
+        std::io::Write::write_all(&mut &a, &[0, 0, 0, 9, 1, 2]).unwrap();
         drop(a);
         let b = Channel::from_fd(b.into());
         assert_eq!(b.recv().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);

@@ -567,7 +567,6 @@ impl TaskHandle {
             .shared
             .channel(channel)
             .ok_or(WriteError::NoSuchChannel(channel))?;
-        side.check(WriteError::NoSuchChannel(channel))?;
         let max = self.shared.max_frame;
         if payload.len() as u64 > u64::from(max) {
             return Err(WriteError::FrameTooLarge {
@@ -575,6 +574,7 @@ impl TaskHandle {
                 max,
             });
         }
+        side.check(WriteError::NoSuchChannel(channel))?;
         let stream = StreamId(self.shared.first_channel + channel);
         self.request(Request::Write(
             stream,

@@ -37,7 +37,7 @@ pub(crate) struct Sqe(squeue::Entry);
 
 /// The opcodes the worker's driver submits; [`probe`] checks each.
 pub(crate) const REQUIRED_OPCODES: &[(u8, &str)] = &[
-    (opcode::ReadMulti::CODE, "READ_MULTISHOT"),
+    (opcode::Read::CODE, "READ"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::Close::CODE, "CLOSE"),
@@ -87,7 +87,7 @@ pub(crate) struct Ring {
 impl Ring {
     /// A ring with `sq_entries` submissions, `cq_entries` completions and a sparse fixed-file
     /// table of `files` slots. Created and used on the same thread (`SINGLE_ISSUER`).
-    /// `buffers` buffers of `buffer_size` bytes feed the multishot reads.
+    /// `buffers` buffers of `buffer_size` bytes feed the reads.
     pub(crate) fn new(
         sq_entries: u32,
         cq_entries: u32,
@@ -116,6 +116,10 @@ impl Ring {
 
     pub(crate) fn buffer_group(&self) -> u16 {
         self.buffers.group
+    }
+
+    pub(crate) fn buffer_size(&self) -> u32 {
+        self.buffers.size as u32
     }
 
     /// The `len` bytes a read completion delivered in buffer `bid`. The caller owns that
@@ -470,10 +474,19 @@ pub(crate) mod ops {
     use super::Sqe;
     use io_uring::{opcode, types};
 
-    pub(crate) fn read_multishot(fixed: u32, group: u16, user_data: u64) -> Sqe {
-        Sqe(opcode::ReadMulti::new(types::Fixed(fixed), 0, group)
-            .build()
-            .user_data(user_data))
+    /// One read into a provided buffer of `group` (at most `len` bytes), chosen by the
+    /// kernel only once data is there: an idle stream holds no buffer. One read at a time
+    /// per stream (not multishot), so a stream whose task is paused by flow control gets at
+    /// most one more buffer before its read ends.
+    pub(crate) fn read_select(fixed: u32, group: u16, len: u32, user_data: u64) -> Sqe {
+        Sqe(
+            opcode::Read::new(types::Fixed(fixed), std::ptr::null_mut(), len)
+                .offset(u64::MAX)
+                .buf_group(group)
+                .build()
+                .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+                .user_data(user_data),
+        )
     }
 
     pub(crate) fn poll_in_fixed(fixed: u32, user_data: u64) -> Sqe {

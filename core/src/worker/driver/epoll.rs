@@ -12,7 +12,9 @@
 //!   reporting until it is cancelled or reaches end of file.
 //! - Reads go into one buffer per driver (the bounded buffer pool: an idle task holds no
 //!   memory), at most [`READS_PER_WAKEUP`] per stream and wake-up so one chatty task cannot
-//!   starve the others, and each chunk is copied out once.
+//!   starve the others and a task whose budget fills up gets at most one more read (64 KiB)
+//!   before its read is stopped, and at most [`READ_PER_WAIT`] bytes per wait in all (the
+//!   rest stays ready, level-triggered, for the next wait). Each chunk is copied out once.
 //! - Writes are tried at once; what a full pipe or socket does not take waits for
 //!   `EPOLLOUT` (a descriptor's read and write interests are one epoll registration).
 //!   Sockets are written with `MSG_NOSIGNAL`; a pipe write's `SIGPIPE` is discarded.
@@ -36,7 +38,9 @@ use crate::pool::BackendKind;
 /// Bytes read from a stream in one `read(2)`: a whole default pipe buffer.
 const READ_SIZE: usize = 64 * 1024;
 /// Reads of one stream per wake-up, at most.
-pub(crate) const READS_PER_WAKEUP: usize = 4;
+pub(crate) const READS_PER_WAKEUP: usize = 1;
+/// Bytes read in one wait, at most (the io_uring driver's provided buffers hold as much).
+pub(crate) const READ_PER_WAIT: usize = 4 << 20;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
 /// The epoll token of the wake-up eventfd (slab keys are far below it).
@@ -97,6 +101,8 @@ pub(crate) struct EpollDriver {
     /// next `wait`, which then does not sleep.
     ready: VecDeque<Completion>,
     lent_now: u64,
+    /// Bytes read in the current wait ([`READ_PER_WAIT`]).
+    read_this_wait: usize,
     stats: DriverStats,
 }
 
@@ -120,6 +126,7 @@ impl EpollDriver {
             buffer: vec![0u8; READ_SIZE].into_boxed_slice(),
             ready: VecDeque::new(),
             lent_now: 0,
+            read_this_wait: 0,
             stats: DriverStats::default(),
         })
     }
@@ -298,6 +305,10 @@ impl EpollDriver {
 
     fn read_ready(&mut self, handle: Handle, tag: u64, out: &mut Vec<Completion>) {
         for _ in 0..READS_PER_WAKEUP {
+            if self.read_this_wait >= READ_PER_WAIT {
+                // Still ready (level-triggered): read again after the loop's turn.
+                return;
+            }
             let Some(entry) = self.entries.get(handle as usize) else {
                 return;
             };
@@ -310,13 +321,16 @@ impl EpollDriver {
                     });
                     return;
                 }
-                Ok(n) => out.push(Completion {
-                    user_data: tag,
-                    outcome: Outcome::Data {
-                        bytes: ReadBytes::Owned(self.buffer[..n].to_vec()),
-                        more: true,
-                    },
-                }),
+                Ok(n) => {
+                    self.read_this_wait += n;
+                    out.push(Completion {
+                        user_data: tag,
+                        outcome: Outcome::Data {
+                            bytes: ReadBytes::Owned(self.buffer[..n].to_vec()),
+                            more: true,
+                        },
+                    })
+                }
                 Err(rustix::io::Errno::AGAIN) => return,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => {
@@ -537,6 +551,7 @@ impl Driver for EpollDriver {
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
         // Lent pidfds of the previous batch were closed by the loop by now.
         self.lent_now = 0;
+        self.read_this_wait = 0;
         let timeout = if self.ready.is_empty() {
             timeout
         } else {

@@ -44,7 +44,7 @@
 //!   driver was built with, written by other threads after they queue a command), or the
 //!   timeout. It never blocks longer, and fails only when the backend itself is broken.
 //!
-//! Backends: [`uring`] (io_uring: direct descriptors, multishot reads into a provided
+//! Backends: [`uring`] (io_uring: direct descriptors, reads into a provided
 //! buffer ring) and [`epoll`] (the process fd table, non-blocking reads into one bounded
 //! buffer). Which one a pool uses is decided once, by [`select`].
 

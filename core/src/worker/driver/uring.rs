@@ -1,6 +1,7 @@
 //! The io_uring backend: every per-task descriptor is a direct descriptor in the ring's
-//! sparse fixed-file table (the process fd table holds none), reads are multishot into a
-//! provided buffer ring shared by the worker (an idle task holds no buffer), and a pidfd is
+//! sparse fixed-file table (the process fd table holds none), reads take a buffer of a
+//! provided buffer ring shared by the worker only when data is there (an idle task holds no
+//! buffer), one read in flight per stream, and a pidfd is
 //! lent as an ordinary descriptor only for the moment it is used
 //! (`IORING_OP_FIXED_FD_INSTALL`), with a bounded number lent at once.
 
@@ -234,9 +235,9 @@ impl Driver for UringDriver {
     }
 
     fn read(&mut self, stream: Handle, user_data: u64) {
-        let group = self.ring.buffer_group();
+        let (group, len) = (self.ring.buffer_group(), self.ring.buffer_size());
         self.ring
-            .push(ops::read_multishot(stream, group, user_data));
+            .push(ops::read_select(stream, group, len, user_data));
     }
 
     fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {
