@@ -61,6 +61,7 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         if let Some((task, charge)) = self.credit.take() {
             task.consumed(charge);
+            task.pool.give_back(std::mem::take(&mut self.bytes));
         }
     }
 }

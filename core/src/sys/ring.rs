@@ -318,7 +318,10 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
+    /// `populate`: fault every page in now (`MAP_POPULATE`), so the memory is the ring's
+    /// fixed cost from its start rather than growing as reads first touch each buffer.
+    fn new(len: usize, populate: bool) -> io::Result<Mapping> {
+        let populate = if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: a fresh anonymous private mapping (page-aligned, zeroed), checked for
         // MAP_FAILED below; nothing else refers to it.
         let addr = unsafe {
@@ -326,7 +329,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | populate,
                 -1,
                 0,
             )
@@ -373,9 +376,11 @@ impl ProvidedBuffers {
         if !count.is_power_of_two() || count > 32768 || size == 0 || size > u32::MAX as usize {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let entries =
-            Mapping::new(usize::from(count) * std::mem::size_of::<types::BufRingEntry>())?;
-        let memory = Mapping::new(usize::from(count) * size)?;
+        let entries = Mapping::new(
+            usize::from(count) * std::mem::size_of::<types::BufRingEntry>(),
+            false,
+        )?;
+        let memory = Mapping::new(usize::from(count) * size, true)?;
         let mut this = ProvidedBuffers {
             entries,
             memory,

@@ -11,6 +11,7 @@
 //! - delivers output and messages as credited chunks, pausing a task's reads while the
 //!   application holds its whole budget (`shared`), and writes its stdin and channels.
 
+pub(crate) mod buffers;
 pub(crate) mod cleanup_thread;
 pub(crate) mod driver;
 mod event_loop;
@@ -258,19 +259,31 @@ fn run_thread(
     // SIGPIPE that ends the host process.
     crate::sys::signals::block_sigpipe();
     THIS_WORKER.with(|w| w.set(Arc::as_ptr(&shared)));
+    // A supervisor's loop runs briefly and often: prompt wake-ups, not long slices.
+    if let Err(e) = crate::sys::sched::request_short_slice(WORKER_SLICE) {
+        tracing::debug!(error = %e, "no short scheduler slice for the worker thread");
+    }
+    // Chunk buffers hold one read: the driver's read size.
+    let read_size = match setup.backend {
+        BackendKind::Uring => setup.sizes.buffer_size,
+        BackendKind::Epoll => driver::epoll::READ_SIZE,
+    };
+    let buffers = Arc::new(buffers::BufferPool::new(read_size, KEPT_BUFFERS));
     match setup.backend {
         BackendKind::Uring => match UringDriver::new(setup.sizes, wake) {
-            Ok(driver) => run_on(driver, setup, commands, shared, ready),
+            Ok(driver) => run_on(driver, setup, commands, shared, ready, buffers),
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
         },
-        BackendKind::Epoll => match EpollDriver::new(setup.epoll_budget, wake) {
-            Ok(driver) => run_on(driver, setup, commands, shared, ready),
-            Err(e) => {
-                let _ = ready.send(Err(e));
+        BackendKind::Epoll => {
+            match EpollDriver::new(setup.epoll_budget, wake, Arc::clone(&buffers)) {
+                Ok(driver) => run_on(driver, setup, commands, shared, ready, buffers),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
             }
-        },
+        }
     }
 }
 
@@ -280,11 +293,18 @@ fn run_on<D: driver::Driver>(
     commands: crossbeam_channel::Receiver<Command>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
+    buffers: Arc<buffers::BufferPool>,
 ) {
     #[cfg(test)]
     if let Some(faults) = setup.faults.clone() {
         let driver = driver::faulty::Faulty::new(driver, faults);
-        return event_loop::run(driver, setup, commands, shared, ready);
+        return event_loop::run(driver, setup, commands, shared, ready, buffers);
     }
-    event_loop::run(driver, setup, commands, shared, ready)
+    event_loop::run(driver, setup, commands, shared, ready, buffers)
 }
+
+/// The scheduler slice a worker thread asks for (the shortest the kernel grants).
+const WORKER_SLICE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Unused chunk buffers a worker keeps for reuse (more are freed).
+const KEPT_BUFFERS: usize = 16;

@@ -6,8 +6,9 @@
 //! # Flow control
 //!
 //! One atomic word per task: the bytes delivered and not yet consumed (bits 0..63) and a
-//! `PAUSED` bit (bit 63). Chunks are charged their length plus [`CHUNK_OVERHEAD`] (the event
-//! and its allocation), so many tiny chunks cannot hold more memory than the budget says.
+//! `PAUSED` bit (bit 63). Chunks are charged the memory they hold (their buffer's capacity)
+//! plus [`CHUNK_OVERHEAD`] (the event itself), so many tiny chunks cannot hold more memory
+//! than the budget says.
 //!
 //! - The worker adds each chunk's charge before delivering it; once the total reaches the
 //!   task's budget it sets `PAUSED` with a compare-and-swap that succeeds only while the
@@ -25,6 +26,7 @@
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use super::buffers::BufferPool;
 use super::{Command, WorkerShared};
 use crate::error::WriteError;
 use crate::event::TaskId;
@@ -122,6 +124,8 @@ pub(crate) struct TaskShared {
     /// The stream id of framed channel 0.
     pub(crate) first_channel: u8,
     pub(crate) max_frame: u32,
+    /// Where its chunks' buffers go back to.
+    pub(crate) pool: Arc<BufferPool>,
 }
 
 impl std::fmt::Debug for TaskShared {
@@ -141,6 +145,7 @@ pub(crate) struct SharedSetup {
     pub(crate) channels: u8,
     pub(crate) first_channel: u8,
     pub(crate) max_frame: u32,
+    pub(crate) pool: Arc<BufferPool>,
 }
 
 impl TaskShared {
@@ -168,6 +173,7 @@ impl TaskShared {
                 .collect(),
             first_channel: setup.first_channel,
             max_frame: setup.max_frame,
+            pool: setup.pool,
         }
     }
 

@@ -125,6 +125,19 @@ pub struct ChattyKnobs {
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReqrepKnobs {
+    /// Concurrent tasks, each with one framed channel (default 100, quick 10).
+    #[arg(long)]
+    pub tasks: Option<u64>,
+    /// Round trips per task: request, wait for the reply, repeat (default 1000, quick 100).
+    #[arg(long)]
+    pub rounds: Option<u64>,
+    /// Bytes per request and reply (at least 16; default 64).
+    #[arg(long)]
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct KilltreeKnobs {
     /// Task trees (default 100, quick 10).
     #[arg(long)]
@@ -177,7 +190,11 @@ pub enum Params {
         grace_ms: u64,
         deadline_ms: u64,
     },
-    Reqrep,
+    Reqrep {
+        tasks: u64,
+        rounds: u64,
+        size: u64,
+    },
 }
 
 impl Params {
@@ -188,7 +205,7 @@ impl Params {
             Params::ExitLatency { .. } => "exit-latency",
             Params::Chatty { .. } => "chatty",
             Params::Killtree { .. } => "killtree",
-            Params::Reqrep => "reqrep",
+            Params::Reqrep { .. } => "reqrep",
         }
     }
 
@@ -200,7 +217,7 @@ impl Params {
             Params::ExitLatency { .. } => "tasks/s",
             Params::Chatty { .. } => "MB/s",
             Params::Killtree { .. } => "trees/s",
-            Params::Reqrep => "req/s",
+            Params::Reqrep { .. } => "round trips/s",
         }
     }
 
@@ -212,7 +229,9 @@ impl Params {
             Params::ExitLatency { .. } => "child's CLOCK_MONOTONIC stamp to Done",
             Params::Chatty { .. } => "timestamp line written to line seen by the consumer",
             Params::Killtree { .. } => "terminate-all start to each tree's Done",
-            Params::Reqrep => "request to reply",
+            Params::Reqrep { .. } => {
+                "request sent to reply received, measured by the child (framed channel)"
+            }
         }
     }
 
@@ -220,6 +239,8 @@ impl Params {
     pub fn has_backend(&self, backend: BackendName) -> bool {
         match backend {
             BackendName::Limit => matches!(self, Params::Spawn { .. } | Params::Chatty { .. }),
+            // The reqrep protocol has a tokio implementation, not a thread-per-child one.
+            BackendName::Threads => !matches!(self, Params::Reqrep { .. }),
             _ => true,
         }
     }
@@ -233,8 +254,16 @@ pub fn suite(quick: bool) -> Vec<Params> {
         exit_latency(&ExitLatencyKnobs::default(), quick),
         chatty(&ChattyKnobs::default(), quick),
         killtree(&KilltreeKnobs::default(), quick),
-        Params::Reqrep,
+        reqrep(&ReqrepKnobs::default(), quick),
     ]
+}
+
+pub fn reqrep(k: &ReqrepKnobs, quick: bool) -> Params {
+    Params::Reqrep {
+        tasks: k.tasks.unwrap_or(if quick { 10 } else { 100 }),
+        rounds: k.rounds.unwrap_or(if quick { 100 } else { 1000 }),
+        size: k.size.unwrap_or(64).max(16),
+    }
 }
 
 pub fn spawn(k: &SpawnKnobs, quick: bool) -> Params {
@@ -283,6 +312,16 @@ pub fn killtree(k: &KilltreeKnobs, quick: bool) -> Params {
 pub struct Child {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// A `reqrep` child: one framed channel (fd 3, named in `PIDRING_CHANNEL_FDS`) whose
+    /// requests of `size` bytes the supervisor answers with themselves.
+    pub reqrep: Option<ReqrepChild>,
+}
+
+/// What a supervisor needs to know to serve a `reqrep` child.
+#[derive(Debug, Clone, Copy)]
+pub struct ReqrepChild {
+    pub rounds: u64,
+    pub size: u64,
 }
 
 impl Child {
@@ -290,6 +329,7 @@ impl Child {
         Child {
             program: program.into(),
             args: args.iter().map(OsString::from).collect(),
+            reqrep: None,
         }
     }
 }
@@ -351,6 +391,14 @@ impl Programs {
             steps.push("monotonic".into());
         }
         self.helper(steps)
+    }
+
+    /// `rounds` request/reply round trips of `size` bytes on framed channel 0, then one last
+    /// request (`pidring helper reqrep`): each request carries the previous round trip.
+    pub fn reqrep(&self, rounds: u64, size: u64) -> Child {
+        let mut child = self.helper(vec![format!("reqrep=0:{rounds}:{size}")]);
+        child.reqrep = Some(ReqrepChild { rounds, size });
+        child
     }
 
     /// One tree of `killtree`: `width` forked sleepers; with depth 2 also a `setsid` child

@@ -34,9 +34,11 @@ use super::{
     Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, ReadEnd, WriteBuf,
 };
 use crate::pool::BackendKind;
+use crate::worker::buffers::BufferPool;
+use std::sync::Arc;
 
-/// Bytes read from a stream in one `read(2)`: a whole default pipe buffer.
-const READ_SIZE: usize = 64 * 1024;
+/// Bytes read from a stream in one `read(2)`, as io_uring's provided buffers.
+pub(crate) const READ_SIZE: usize = 16 * 1024;
 /// Reads of one stream per wake-up, at most.
 pub(crate) const READS_PER_WAKEUP: usize = 1;
 /// Bytes read in one wait, at most (the io_uring driver's provided buffers hold as much).
@@ -96,7 +98,8 @@ pub(crate) struct EpollDriver {
     /// rest of the program: this is the pool's share).
     budget: usize,
     events: Vec<epoll::Event>,
-    buffer: Box<[u8]>,
+    /// Read buffers: each read goes straight into one, which becomes the chunk's bytes.
+    buffers: Arc<BufferPool>,
     /// Completions made without waiting (lent pidfds, cancellations), handed out by the
     /// next `wait`, which then does not sleep.
     ready: VecDeque<Completion>,
@@ -108,7 +111,11 @@ pub(crate) struct EpollDriver {
 
 impl EpollDriver {
     /// A driver that adopts at most `budget` descriptors, woken through `wake` (an eventfd).
-    pub(crate) fn new(budget: usize, wake: OwnedFd) -> io::Result<EpollDriver> {
+    pub(crate) fn new(
+        budget: usize,
+        wake: OwnedFd,
+        buffers: Arc<BufferPool>,
+    ) -> io::Result<EpollDriver> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
             &epoll,
@@ -123,7 +130,7 @@ impl EpollDriver {
             by_tag: HashMap::new(),
             budget,
             events: Vec::with_capacity(EVENTS_PER_WAIT),
-            buffer: vec![0u8; READ_SIZE].into_boxed_slice(),
+            buffers,
             ready: VecDeque::new(),
             lent_now: 0,
             read_this_wait: 0,
@@ -312,8 +319,10 @@ impl EpollDriver {
             let Some(entry) = self.entries.get(handle as usize) else {
                 return;
             };
-            match rustix::io::read(&entry.fd, &mut self.buffer[..]) {
+            let mut buf = self.buffers.empty();
+            match rustix::io::read(&entry.fd, rustix::buffer::spare_capacity(&mut buf)) {
                 Ok(0) => {
+                    self.buffers.give_back(buf);
                     self.disarm(handle);
                     out.push(Completion {
                         user_data: tag,
@@ -326,14 +335,21 @@ impl EpollDriver {
                     out.push(Completion {
                         user_data: tag,
                         outcome: Outcome::Data {
-                            bytes: ReadBytes::Owned(self.buffer[..n].to_vec()),
+                            bytes: ReadBytes::Owned(buf),
                             more: true,
                         },
                     })
                 }
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => {
+                    self.buffers.give_back(buf);
+                    return;
+                }
+                Err(rustix::io::Errno::INTR) => {
+                    self.buffers.give_back(buf);
+                    continue;
+                }
                 Err(e) => {
+                    self.buffers.give_back(buf);
                     self.disarm(handle);
                     out.push(Completion {
                         user_data: tag,

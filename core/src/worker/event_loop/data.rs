@@ -98,11 +98,12 @@ impl<D: Driver> Worker<D> {
         let mut abort = false;
         match &mut slot.kind {
             StreamKind::Output => {
+                // The one copy out of the driver's buffer (none for epoll's own buffers).
                 let bytes = match bytes {
-                    ReadBytes::Owned(v) => v,
-                    lent => self.driver.data(&lent).to_vec(),
+                    ReadBytes::Owned(v) => self.buffers.fit(v),
+                    lent => self.buffers.copy(self.driver.data(&lent)),
                 };
-                let charge = bytes.len() as u64 + CHUNK_OVERHEAD;
+                let charge = bytes.capacity() as u64 + CHUNK_OVERHEAD;
                 full |= task.shared.charge(charge);
                 events.push(Event::Output {
                     task: task.id,
@@ -117,7 +118,7 @@ impl<D: Driver> Worker<D> {
             } if too_large.is_none() => {
                 let shared = &task.shared;
                 let fed = framer.feed(self.driver.data(&bytes), |frame| {
-                    let charge = frame.len() as u64 + CHUNK_OVERHEAD;
+                    let charge = frame.capacity() as u64 + CHUNK_OVERHEAD;
                     full |= shared.charge(charge);
                     events.push(Event::Message {
                         task: task.id,

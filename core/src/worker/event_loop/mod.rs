@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use slab::Slab;
 
+use super::buffers::BufferPool;
 use super::cleanup_thread::CleanupThread;
 use super::driver::{Completion, Driver, Handle};
 use super::shared::TaskShared;
@@ -128,6 +129,8 @@ struct Worker<D: Driver> {
     sink_gone: bool,
     /// Default budget of a task.
     task_budget: usize,
+    /// Where chunk buffers come from and go back to.
+    buffers: Arc<BufferPool>,
     containment: Arc<PoolContainment>,
     watch_mode: WatchMode,
     cleanup: Arc<CleanupThread>,
@@ -148,6 +151,7 @@ pub(super) fn run<D: Driver>(
     commands: Receiver<Command>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
+    buffers: Arc<BufferPool>,
 ) {
     let index = setup.index;
     let watch_mode = match setup.containment.kind() {
@@ -166,6 +170,7 @@ pub(super) fn run<D: Driver>(
         sink: setup.sink,
         sink_gone: false,
         task_budget: setup.task_budget,
+        buffers,
         containment: setup.containment,
         watch_mode,
         cleanup: setup.cleanup,

@@ -104,6 +104,7 @@ impl<D: Driver> Worker<D> {
                 channels: spec.framed,
                 first_channel,
                 max_frame: spec.max_frame,
+                pool: Arc::clone(&self.buffers),
             },
         ));
         let span = tracing::debug_span!("task", id = id.0, pid);
