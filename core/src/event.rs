@@ -55,6 +55,15 @@ impl Chunk {
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// A handle on the task that produced this chunk (`None` for a chunk made from a
+    /// `Vec`): answer a `Message` with `frame.task()?.send(channel, ..)` without keeping a
+    /// map of handles.
+    pub fn task(&self) -> Option<crate::TaskHandle> {
+        self.credit
+            .as_ref()
+            .map(|(task, _)| crate::TaskHandle::from_shared(Arc::clone(task)))
+    }
 }
 
 impl Drop for Chunk {

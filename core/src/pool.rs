@@ -386,10 +386,7 @@ impl Pool {
             })
             .map_err(|()| SpawnError::PoolClosed)?;
         let spawned = reply_rx.recv().map_err(|_| SpawnError::PoolClosed)??;
-        Ok(TaskHandle {
-            pid: spawned.pid as u32,
-            shared: spawned.shared,
-        })
+        Ok(TaskHandle::from_shared(spawned.shared))
     }
 
     /// Every task's events, in the order the pool promises per task (see [`Event`]).
@@ -483,7 +480,6 @@ fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>, cleanu
 /// to a task that already ended are ignored.
 #[derive(Clone)]
 pub struct TaskHandle {
-    pid: u32,
     shared: Arc<TaskShared>,
 }
 
@@ -491,12 +487,16 @@ impl std::fmt::Debug for TaskHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskHandle")
             .field("id", &self.shared.id)
-            .field("pid", &self.pid)
+            .field("pid", &self.shared.pid)
             .finish()
     }
 }
 
 impl TaskHandle {
+    pub(crate) fn from_shared(shared: Arc<TaskShared>) -> TaskHandle {
+        TaskHandle { shared }
+    }
+
     /// The task's id, as in its events.
     pub fn id(&self) -> TaskId {
         self.shared.id
@@ -504,7 +504,7 @@ impl TaskHandle {
 
     /// The main process's pid, for display: pidring itself signals only through pidfds.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.shared.pid
     }
 
     /// Sends `signal` to the main process (through its pidfd).

@@ -4,12 +4,12 @@
 //! even for tasks whose main process exited, and every byte arrives afterwards).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pidring::{
-    ChannelEnd, Chunk, Event, ExitStatus, Pool, Reason, Stdio, StreamId, TaskHandle, TaskId,
-    TaskSpec, WriteError, DEFAULT_TASK_BUDGET,
+    ChannelEnd, Chunk, Event, ExitStatus, Pool, Reason, Stdio, StreamId, TaskId, TaskSpec,
+    WriteError, DEFAULT_TASK_BUDGET,
 };
 use pidring_tests::*;
 
@@ -164,14 +164,12 @@ fn round_trips(tasks: usize, rounds: u64, size: usize) {
         .per_worker_events(true)
         .build()
         .unwrap();
-    let handles: Arc<RwLock<HashMap<TaskId, TaskHandle>>> = Arc::default();
     let done_total = std::sync::atomic::AtomicUsize::new(0);
     let finished = std::thread::scope(|s| {
         let consumers: Vec<_> = pool
             .worker_events()
             .iter()
             .map(|events| {
-                let handles = Arc::clone(&handles);
                 let done_total = &done_total;
                 s.spawn(move || {
                     let mut seqs: HashMap<TaskId, u64> = HashMap::new();
@@ -193,13 +191,9 @@ fn round_trips(tasks: usize, rounds: u64, size: usize) {
                                 let seq = seqs.entry(task).or_insert(0);
                                 check_request(&frame, *seq, size);
                                 *seq += 1;
-                                // The task may speak before its spawn returned the handle.
-                                let handle = loop {
-                                    if let Some(h) = handles.read().unwrap().get(&task) {
-                                        break h.clone();
-                                    }
-                                    std::thread::sleep(Duration::from_millis(1));
-                                };
+                                // The frame knows its task (even before its spawn returned).
+                                let handle = frame.task().expect("a delivered frame has a task");
+                                assert_eq!(handle.id(), task);
                                 handle.send(channel, &frame).unwrap();
                             }
                             Event::ChannelClosed {
@@ -223,8 +217,7 @@ fn round_trips(tasks: usize, rounds: u64, size: usize) {
             .collect();
         for _ in 0..tasks {
             let spec = helper(&[&format!("reqrep=0:{rounds}:{size}")]).channels(1);
-            let handle = pool.spawn(spec).unwrap();
-            handles.write().unwrap().insert(handle.id(), handle);
+            pool.spawn(spec).unwrap();
         }
         consumers
             .into_iter()

@@ -38,6 +38,7 @@ pub(crate) struct Sqe(squeue::Entry);
 /// The opcodes the worker's driver submits; [`probe`] checks each.
 pub(crate) const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Read::CODE, "READ"),
+    (opcode::Recv::CODE, "RECV"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::Close::CODE, "CLOSE"),
@@ -479,6 +480,9 @@ pub(crate) mod ops {
     use super::Sqe;
     use io_uring::{opcode, types};
 
+    /// `IORING_RECVSEND_POLL_FIRST` (io_uring.h; the crate keeps its constants private).
+    const RECVSEND_POLL_FIRST: u16 = 1;
+
     /// One read into a provided buffer of `group` (at most `len` bytes), chosen by the
     /// kernel only once data is there: an idle stream holds no buffer. One read at a time
     /// per stream (not multishot), so a stream whose task is paused by flow control gets at
@@ -488,6 +492,20 @@ pub(crate) mod ops {
             opcode::Read::new(types::Fixed(fixed), std::ptr::null_mut(), len)
                 .offset(u64::MAX)
                 .buf_group(group)
+                .build()
+                .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+                .user_data(user_data),
+        )
+    }
+
+    /// The same for a socket (a channel): `recv`, waiting for data before trying
+    /// (`IORING_RECVSEND_POLL_FIRST`): a request channel is usually empty when its read is
+    /// re-armed (the task waits for its answer), and a first attempt would only fail.
+    pub(crate) fn recv_select(fixed: u32, group: u16, len: u32, user_data: u64) -> Sqe {
+        Sqe(
+            opcode::Recv::new(types::Fixed(fixed), std::ptr::null_mut(), len)
+                .buf_group(group)
+                .ioprio(RECVSEND_POLL_FIRST)
                 .build()
                 .flags(io_uring::squeue::Flags::BUFFER_SELECT)
                 .user_data(user_data),

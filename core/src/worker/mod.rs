@@ -78,7 +78,6 @@ pub(crate) enum Command {
 /// What a successful spawn tells the caller.
 #[derive(Debug)]
 pub(crate) struct Spawned {
-    pub(crate) pid: i32,
     pub(crate) shared: Arc<shared::TaskShared>,
 }
 

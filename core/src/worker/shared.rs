@@ -111,6 +111,8 @@ impl SideState {
 /// refers to it.
 pub(crate) struct TaskShared {
     pub(crate) id: TaskId,
+    /// The main process's pid, for display.
+    pub(crate) pid: u32,
     /// The task's slot on its worker (requests carry it with the id).
     pub(crate) slot: u32,
     pub(crate) worker: Arc<WorkerShared>,
@@ -140,6 +142,7 @@ impl std::fmt::Debug for TaskShared {
 
 /// How a task talks to its worker besides output: what [`TaskShared::new`] needs.
 pub(crate) struct SharedSetup {
+    pub(crate) pid: u32,
     pub(crate) budget: u64,
     pub(crate) stdin: bool,
     pub(crate) channels: u8,
@@ -158,6 +161,7 @@ impl TaskShared {
         let budget = setup.budget.clamp(1, COUNT / 2);
         TaskShared {
             id,
+            pid: setup.pid,
             slot,
             worker,
             credit: AtomicU64::new(0),

@@ -388,7 +388,7 @@ impl Driver for EpollDriver {
         if self.entries.len() >= self.budget {
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
-        if role == FdRole::Stream {
+        if matches!(role, FdRole::Stream | FdRole::Channel) {
             let flags = rustix::fs::fcntl_getfl(&fd)?;
             rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
         }

@@ -70,8 +70,10 @@ pub(crate) type Handle = u32;
 pub(crate) enum FdRole {
     /// A pidfd: exit notifications and lending.
     Pidfd,
-    /// The supervisor's end of a pipe or socketpair: reads.
+    /// The supervisor's end of a pipe: reads (stdout, stderr) or writes (stdin).
     Stream,
+    /// The supervisor's end of a socketpair channel: reads and writes.
+    Channel,
     /// `cgroup.events`: `POLLPRI` watches.
     Events,
 }

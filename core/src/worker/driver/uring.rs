@@ -39,6 +39,8 @@ pub(crate) struct UringDriver {
     /// Provided buffers lent to the loop by the last `wait` (`ReadBytes::Lent`), given back
     /// to the kernel at the start of the next one.
     lent_buffers: Vec<u16>,
+    /// Fixed slots holding a socket (read with `recv`), by slot.
+    sockets: Vec<bool>,
     stats: DriverStats,
 }
 
@@ -59,6 +61,7 @@ impl UringDriver {
             lend_queue: VecDeque::new(),
             lends_in_flight: 0,
             lent_buffers: Vec::new(),
+            sockets: Vec::new(),
             stats: DriverStats::default(),
         };
         driver.arm_wake();
@@ -201,14 +204,21 @@ impl Driver for UringDriver {
         self.fixed.available() >= n
     }
 
-    fn adopt(&mut self, fd: OwnedFd, _role: FdRole) -> io::Result<Handle> {
+    fn adopt(&mut self, fd: OwnedFd, role: FdRole) -> io::Result<Handle> {
         let slot = self
             .fixed
             .take(1)
             .and_then(|v| v.first().copied())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
         match self.ring.register_file(slot, fd) {
-            Ok(()) => Ok(slot),
+            Ok(()) => {
+                let i = slot as usize;
+                if self.sockets.len() <= i {
+                    self.sockets.resize(i + 1, false);
+                }
+                self.sockets[i] = role == FdRole::Channel;
+                Ok(slot)
+            }
             Err(e) => {
                 self.fixed.give_back(slot);
                 Err(e)
@@ -236,8 +246,12 @@ impl Driver for UringDriver {
 
     fn read(&mut self, stream: Handle, user_data: u64) {
         let (group, len) = (self.ring.buffer_group(), self.ring.buffer_size());
-        self.ring
-            .push(ops::read_select(stream, group, len, user_data));
+        let socket = self.sockets.get(stream as usize).copied().unwrap_or(false);
+        self.ring.push(if socket {
+            ops::recv_select(stream, group, len, user_data)
+        } else {
+            ops::read_select(stream, group, len, user_data)
+        });
     }
 
     fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {

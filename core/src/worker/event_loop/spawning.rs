@@ -99,6 +99,7 @@ impl<D: Driver> Worker<D> {
             key as u32,
             Arc::clone(&self.shared),
             SharedSetup {
+                pid: pid as u32,
                 budget: spec.budget.unwrap_or(self.task_budget) as u64,
                 stdin: stream_ids.contains(&StreamId::STDIN),
                 channels: spec.framed,
@@ -144,7 +145,7 @@ impl<D: Driver> Worker<D> {
         self.shared.counters.spawned.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(task = %id, pid, slot = key, "spawned");
         self.drive(key);
-        Ok(Spawned { pid, shared })
+        Ok(Spawned { shared })
     }
 
     /// Hands the child's fds to the driver. On failure releases what was adopted, SIGKILLs
@@ -155,8 +156,12 @@ impl<D: Driver> Worker<D> {
         streams: Vec<(StreamId, OwnedFd)>,
     ) -> io::Result<(Handle, Vec<Handle>)> {
         let mut adopted = Vec::with_capacity(streams.len());
-        for (_, fd) in streams {
-            match self.driver.adopt(fd, FdRole::Stream) {
+        for (id, fd) in streams {
+            let role = match id {
+                StreamId::STDOUT | StreamId::STDERR | StreamId::STDIN => FdRole::Stream,
+                _ => FdRole::Channel,
+            };
+            match self.driver.adopt(fd, role) {
                 Ok(handle) => adopted.push(handle),
                 Err(e) => {
                     self.abandon(pidfd, adopted);

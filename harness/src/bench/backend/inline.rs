@@ -1,17 +1,17 @@
 //! Consuming pidring's events where they are produced, as tokio's per-child task does: an
 //! `on_event` callback on the pool's worker threads (the `chatty` and `reqrep` scenarios).
 //! Each chunk is consumed when the callback returns, so a task's budget never fills and no
-//! line waits in a queue; a request is answered from the worker that read it. The callback
+//! line waits in a queue; a request is answered from the worker that read it, through the
+//! handle its frame carries (`Chunk::task`). The callback
 //! keeps each task's figures (line clock, round trips) in its worker thread's own map (all
 //! events of a task come from one worker) and hands them over with the task's `Done`; every
 //! event other than `Output` and `Message` goes on to the measuring thread as usual.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
-use pidring::{Event, StreamId, TaskHandle, TaskId};
+use pidring::{Event, StreamId, TaskId};
 
 use super::common::RoundTrips;
 use crate::bench::resources::mono_ns;
@@ -28,59 +28,12 @@ thread_local! {
     static STATS: RefCell<HashMap<TaskId, TaskStats>> = RefCell::new(HashMap::new());
 }
 
-/// The handles the callback answers with. A task may send its first request before its
-/// spawn returned the handle: such requests wait here until the submitter registers it.
-#[derive(Default)]
-pub struct Registry {
-    handles: HashMap<TaskId, TaskHandle>,
-    pending: HashMap<TaskId, Vec<(u8, Vec<u8>)>>,
-}
-
-impl Registry {
-    /// The submitter registers a task right after its spawn, answering what came first.
-    pub fn register(registry: &Mutex<Registry>, handle: &TaskHandle) {
-        let pending = {
-            let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
-            r.handles.insert(handle.id(), handle.clone());
-            r.pending.remove(&handle.id()).unwrap_or_default()
-        };
-        for (channel, frame) in pending {
-            let _ = handle.send(channel, &frame);
-        }
-    }
-
-    fn forget(registry: &Mutex<Registry>, task: TaskId) {
-        let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
-        r.handles.remove(&task);
-        r.pending.remove(&task);
-    }
-
-    /// Answers `frame` on `channel`, now or once the task's handle is registered.
-    fn reply(registry: &Mutex<Registry>, task: TaskId, channel: u8, frame: &[u8]) {
-        let handle = {
-            let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
-            match r.handles.get(&task) {
-                Some(h) => h.clone(),
-                None => {
-                    r.pending
-                        .entry(task)
-                        .or_default()
-                        .push((channel, frame.to_vec()));
-                    return;
-                }
-            }
-        };
-        let _ = handle.send(channel, frame);
-    }
-}
-
 /// What the measuring thread keeps of an inline consumer.
 pub struct Inline {
     /// The events the callback passes on (everything but `Output` and `Message`).
     pub events: Receiver<Event>,
     /// Each task's figures, sent just before its `Done` is passed on.
     pub stats: Receiver<(TaskId, TaskStats)>,
-    pub registry: Arc<Mutex<Registry>>,
 }
 
 /// The callback, and what the measuring thread reads from it. `reqrep_size`: answer each
@@ -88,8 +41,6 @@ pub struct Inline {
 pub fn consumer(reqrep_size: Option<usize>) -> (impl Fn(Event) + Send + Sync + 'static, Inline) {
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (stats_tx, stats): (Sender<(TaskId, TaskStats)>, _) = crossbeam_channel::unbounded();
-    let registry: Arc<Mutex<Registry>> = Arc::default();
-    let reg = Arc::clone(&registry);
     let callback = move |event: Event| match event {
         Event::Output {
             task,
@@ -120,14 +71,16 @@ pub fn consumer(reqrep_size: Option<usize>) -> (impl Fn(Event) + Send + Sync + '
                         .trips
                         .request(&frame, size)
                 });
-                Registry::reply(&reg, task, channel, &frame);
+                // The frame knows its task: no map of handles, no lock.
+                if let Some(handle) = frame.task() {
+                    let _ = handle.send(channel, &frame);
+                }
             }
         }
         Event::Done { task, .. } => {
             let stats = STATS
                 .with(|s| s.borrow_mut().remove(&task))
                 .unwrap_or_default();
-            Registry::forget(&reg, task);
             let _ = stats_tx.send((task, stats));
             let _ = events_tx.send(event);
         }
@@ -135,12 +88,5 @@ pub fn consumer(reqrep_size: Option<usize>) -> (impl Fn(Event) + Send + Sync + '
             let _ = events_tx.send(other);
         }
     };
-    (
-        callback,
-        Inline {
-            events,
-            stats,
-            registry,
-        },
-    )
+    (callback, Inline { events, stats })
 }

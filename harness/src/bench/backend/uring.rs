@@ -14,7 +14,7 @@ use pidring::{
 };
 
 use super::common::{record_round_trips, RoundTrips};
-use super::inline::{self, Inline, Registry, TaskStats};
+use super::inline::{self, Inline, TaskStats};
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::{cpu_self, kernel_kib, mono_ns, rss};
 use crate::bench::scenario::{Child, Params, Programs};
@@ -193,7 +193,6 @@ fn submit<'s>(
     tokens: Option<Receiver<()>>,
     spec: impl Fn(usize) -> TaskSpec + Sync + Send + 's,
     tx: &Sender<Sub>,
-    registry: Option<&'s std::sync::Mutex<Registry>>,
 ) {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let spec = std::sync::Arc::new(spec);
@@ -211,17 +210,12 @@ fn submit<'s>(
             }
             let start_ns = mono_ns();
             let msg = match pool.spawn(spec(idx)) {
-                Ok(handle) => {
-                    if let Some(registry) = registry {
-                        Registry::register(registry, &handle);
-                    }
-                    Sub::Spawned {
-                        group,
-                        idx,
-                        start_ns,
-                        handle,
-                    }
-                }
+                Ok(handle) => Sub::Spawned {
+                    group,
+                    idx,
+                    start_ns,
+                    handle,
+                },
                 Err(e) => Sub::Failed {
                     group,
                     idx,
@@ -320,7 +314,6 @@ fn scenario(
         Some(inline) => inline.events.clone(),
         None => pool.events().clone(),
     };
-    let registry = inline.map(|i| &*i.registry);
     let (sub_tx, sub_rx) = crossbeam_channel::unbounded::<Sub>();
     let tick = Duration::from_millis(50);
     std::thread::scope(|s| {
@@ -345,7 +338,6 @@ fn scenario(
                     Some(take),
                     move |_| spec_of(&child, ctx),
                     &sub_tx,
-                    registry,
                 );
                 drop(sub_tx);
                 let deadline = t0 + Duration::from_secs(180);
@@ -388,7 +380,6 @@ fn scenario(
                     None,
                     move |_| spec_of(&child, ctx),
                     &sub_tx,
-                    registry,
                 );
                 drop(sub_tx);
                 while book.reported[FLEET] < n {
@@ -447,7 +438,6 @@ fn scenario(
                     None,
                     move |_| spec_of(&idle, ctx),
                     &sub_tx,
-                    registry,
                 );
                 while book.reported[FLEET] < f {
                     if book.pump(&events, &sub_rx, m, tick) {
@@ -471,7 +461,6 @@ fn scenario(
                     Some(take),
                     move |_| spec_of(&stamp, ctx),
                     &sub_tx,
-                    registry,
                 );
                 drop(sub_tx);
                 let deadline = t0 + Duration::from_secs(180);
@@ -530,7 +519,6 @@ fn scenario(
                     None,
                     move |_| spec_of(&child, ctx),
                     &sub_tx,
-                    registry,
                 );
                 drop(sub_tx);
                 let deadline = t0 + Duration::from_secs(180);
@@ -587,7 +575,6 @@ fn scenario(
                         spec_of(&ctx.programs.tree(width, depth, ignore), ctx).grace(grace)
                     },
                     &sub_tx,
-                    registry,
                 );
                 drop(sub_tx);
                 while book.reported[MAIN] < n {
@@ -658,7 +645,6 @@ fn scenario(
                     None,
                     move |_| spec_of(&child, ctx).channels(1),
                     &sub_tx,
-                    registry,
                 );
                 drop(sub_tx);
                 let deadline = t0 + Duration::from_secs(300);
