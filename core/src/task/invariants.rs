@@ -600,12 +600,9 @@ impl Checker {
                     return Err(Violation::ReadDropped(action.clone()));
                 }
                 // A write side still open is given up: only when nobody can read it.
-                if s.write
-                    && !s.write_ended
-                    && !s.write_cancel_sent
-                    && !(s.close_requested && s.queued == 0)
-                    && !self.write_drop_justified(s)
-                {
+                let closed_by_user = s.close_requested && s.queued == 0;
+                let given_up = s.write && !s.write_ended && !s.write_cancel_sent && !closed_by_user;
+                if given_up && !self.write_drop_justified(s) {
                     return Err(Violation::WriteDropped(action.clone()));
                 }
                 let s = &mut self.streams[i];

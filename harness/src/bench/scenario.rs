@@ -317,10 +317,9 @@ pub struct Child {
     pub reqrep: Option<ReqrepChild>,
 }
 
-/// What a supervisor needs to know to serve a `reqrep` child.
+/// What a supervisor needs to know to serve a `reqrep` child: the size of its requests.
 #[derive(Debug, Clone, Copy)]
 pub struct ReqrepChild {
-    pub rounds: u64,
     pub size: u64,
 }
 
@@ -397,7 +396,7 @@ impl Programs {
     /// request (`pidring helper reqrep`): each request carries the previous round trip.
     pub fn reqrep(&self, rounds: u64, size: u64) -> Child {
         let mut child = self.helper(vec![format!("reqrep=0:{rounds}:{size}")]);
-        child.reqrep = Some(ReqrepChild { rounds, size });
+        child.reqrep = Some(ReqrepChild { size });
         child
     }
 
