@@ -107,11 +107,12 @@ fn a_child_that_closes_stdin_early_gives_a_broken_pipe_event_never_a_signal() {
     {
         let _sigpipe = SigpipeDefault::set();
         let pool = pool(1);
-        // `head` reads 5 bytes, prints them and exits: the rest can never be written.
+        // `head` reads 5 bytes and prints them; the shell then closes its stdin too and lives
+        // on: nobody reads it any more while the task runs, the rest can never be written.
         let task = pool
             .spawn(
-                TaskSpec::new("head")
-                    .args(["-c", "5"])
+                TaskSpec::new("sh")
+                    .args(["-c", "head -c 5; exec 0<&-; sleep 1"])
                     .stdin(Stdio::Capture),
             )
             .unwrap();

@@ -31,7 +31,7 @@ const MAX_CHANNELS: usize = 253;
 /// At most this many framed channels.
 const MAX_FRAMED: u8 = 200;
 /// Names the child's framed channel fds, comma-separated, in channel order.
-pub(crate) const CHANNEL_FDS_VAR: &str = "PIDRING_CHANNEL_FDS";
+use crate::child::CHANNEL_FDS_VAR;
 /// Exit code of a child whose setup or exec failed.
 const CHILD_FAILED: i32 = 127;
 
