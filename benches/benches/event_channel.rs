@@ -11,7 +11,7 @@ fn output(i: u64) -> Event {
     Event::Output {
         task: TaskId(i),
         stream: StreamId::STDOUT,
-        bytes: vec![b'x'; 64],
+        bytes: vec![b'x'; 64].into(),
     }
 }
 

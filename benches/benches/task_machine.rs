@@ -46,6 +46,7 @@ fn lifecycle(config: &TaskConfig, t0: Instant) -> bool {
 fn bench(c: &mut Criterion) {
     let config = TaskConfig {
         streams: vec![StreamId::STDOUT, StreamId::STDERR],
+        writable: Vec::new(),
         timeout: Some(Duration::from_secs(60)),
         grace: Duration::from_secs(5),
         drain: Duration::from_secs(1),

@@ -86,3 +86,45 @@ pub enum BuildError {
     #[error("invalid pool option: {0}")]
     InvalidOption(String),
 }
+
+/// Why writing to a task (`TaskHandle::write`, `close_stdin`, `send`) failed, or what
+/// closed its stdin ([`crate::Event::StdinClosed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The pool was shut down.
+    #[error("the pool is shut down")]
+    PoolClosed,
+    /// The task's stdin is not captured (`TaskSpec::stdin(Stdio::Capture)`).
+    #[error("the task's stdin is not captured")]
+    NotCaptured,
+    /// The task has no framed channel with this index (`TaskSpec::channels`).
+    #[error("the task has no framed channel {0}")]
+    NoSuchChannel(u8),
+    /// A frame longer than the channel's maximum (`TaskSpec::max_frame`).
+    #[error("a frame of {len} bytes is longer than the maximum of {max}")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: u64,
+        /// The maximum.
+        max: u32,
+    },
+    /// Closed: by `close_stdin`, by the child (a channel), or because the task ended.
+    #[error("closed")]
+    Closed,
+    /// Nobody reads it any more (`EPIPE`): the task closed its end or exited.
+    #[error("the task no longer reads it (broken pipe)")]
+    BrokenPipe,
+    /// Writing failed with this errno.
+    #[error("write failed: {}", std::io::Error::from_raw_os_error(*.0))]
+    Io(i32),
+}
+
+impl WriteError {
+    /// The error a failed write's errno stands for.
+    pub(crate) fn from_errno(errno: i32) -> WriteError {
+        match errno {
+            libc::EPIPE | libc::ECONNRESET => WriteError::BrokenPipe,
+            errno => WriteError::Io(errno),
+        }
+    }
+}

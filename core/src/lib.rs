@@ -25,6 +25,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod child;
 pub mod containment;
 mod error;
 mod event;
@@ -51,10 +52,12 @@ pub mod __private {
 }
 
 pub use containment::{Containment, ContainmentError, ContainmentKind};
-pub use error::{BuildError, ControlError, SpawnError};
-pub use event::{Event, TaskId};
-pub use pool::{Backend, BackendKind, Pool, PoolBuilder, PoolStats, TaskHandle};
-pub use spec::{AfterExit, Limits, Session, Stdio, TaskSpec};
+pub use error::{BuildError, ControlError, SpawnError, WriteError};
+pub use event::{ChannelEnd, Chunk, Event, TaskId};
+pub use pool::{
+    Backend, BackendKind, Pool, PoolBuilder, PoolStats, TaskHandle, DEFAULT_TASK_BUDGET,
+};
+pub use spec::{AfterExit, Limits, Session, Stdio, TaskSpec, DEFAULT_MAX_FRAME};
 pub use sys::spawn::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
 pub use task::{ExitStatus, Outcome, Reason, StreamId};
 pub use worker::driver::select::UringProbe;

@@ -1,5 +1,6 @@
-//! The public face of pidring: a [`Pool`] of io_uring workers, the [`TaskHandle`]s of its
-//! tasks, and the stream of [`Event`]s they produce.
+//! The public face of pidring: a [`Pool`] of workers, the [`TaskHandle`]s of its tasks
+//! (signals, stdin, framed channels), and the [`Event`]s they produce, with each task's
+//! budget of delivered and unconsumed data.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,11 +9,13 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Receiver;
 
 use crate::containment::{Containment, ContainmentKind, OrphanSweep, PoolContainment};
-use crate::error::{BuildError, ControlError, SpawnError};
+use crate::error::{BuildError, ControlError, SpawnError, WriteError};
 use crate::event::{Event, TaskId};
 use crate::spec::TaskSpec;
+use crate::task::StreamId;
 use crate::worker::cleanup_thread::CleanupThread;
 use crate::worker::driver::select::{self, BackendChoice, UringProbe};
+use crate::worker::shared::TaskShared;
 use crate::worker::{self, Command, EventSink, Request, RingSizes, WorkerSetup, WorkerShared};
 
 /// Which driver runs the state machines.
@@ -70,8 +73,14 @@ fn descriptors_per_task(containment: ContainmentKind) -> u64 {
     }
 }
 
+/// A task's default budget: 256 KiB of output and messages delivered and not yet consumed.
+pub const DEFAULT_TASK_BUDGET: usize = 256 * 1024;
+
+/// Builds a [`Pool`]; see each option.
 pub struct PoolBuilder {
     workers: Option<usize>,
+    task_budget: usize,
+    per_worker_events: bool,
     submission_queue: u32,
     max_tasks: Option<usize>,
     containment: Containment,
@@ -127,8 +136,35 @@ impl PoolBuilder {
         self
     }
 
+    /// Each task's budget (default [`DEFAULT_TASK_BUDGET`], 256 KiB; `TaskSpec::budget`
+    /// overrides it per task): the bytes of `Output` and `Message` events delivered and not
+    /// yet consumed (each [`Chunk`](crate::Chunk) is charged its length plus 128 bytes for
+    /// the event itself). When a task's budget is full, the pool stops reading that task
+    /// (its writer blocks on its full pipe) until the application drops enough of its
+    /// chunks; no other task is affected and nothing is dropped. The supervisor's memory for
+    /// undelivered data is therefore at most the sum of the live tasks' budgets, plus one
+    /// read buffer per task whose read was in flight when it filled up (16 KiB; 64 KiB with
+    /// epoll), plus, per framed channel, the frame being received (at most `max_frame`).
+    /// A smaller budget lowers the latency of a line under load (less queued ahead of it); a
+    /// larger one lowers the cost of pausing and resuming a very chatty task.
+    pub fn task_budget(mut self, bytes: usize) -> Self {
+        self.task_budget = bytes;
+        self
+    }
+
+    /// One event receiver per worker ([`Pool::worker_events`]) instead of one for the whole
+    /// pool: an application whose single consuming thread is the limit consumes from as
+    /// many threads as there are workers. All events of a task come through its worker's
+    /// receiver, in the order the pool promises. [`Pool::events`] then delivers nothing.
+    pub fn per_worker_events(mut self, on: bool) -> Self {
+        self.per_worker_events = on;
+        self
+    }
+
     /// Delivers events to this callback (on the worker threads) instead of `Pool::events`.
-    /// It must not block for long: it runs on the thread that drives the tasks.
+    /// It must not block for long: it runs on the thread that drives the tasks. A chunk it
+    /// receives is consumed when it returns, unless it keeps it. Replying from it
+    /// (`TaskHandle::send`, `write`) is the lowest-latency way to answer a task.
     pub fn on_event(mut self, f: impl Fn(Event) + Send + Sync + 'static) -> Self {
         self.callback = Some(Arc::new(f));
         self
@@ -200,11 +236,26 @@ impl PoolBuilder {
             BackendKind::Uring => per_ring as usize,
             BackendKind::Epoll => epoll_budget / per_task as usize,
         };
+        if self.task_budget == 0 {
+            return Err(BuildError::InvalidOption(
+                "the task budget must be at least 1 byte".into(),
+            ));
+        }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let sink = match &self.callback {
-            Some(f) => EventSink::Callback(Arc::clone(f)),
-            None => EventSink::Channel(events_tx),
-        };
+        let mut worker_events = Vec::new();
+        let mut sinks = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            sinks.push(match &self.callback {
+                Some(f) => EventSink::Callback(Arc::clone(f)),
+                None if self.per_worker_events => {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    worker_events.push(rx);
+                    EventSink::Channel(tx)
+                }
+                None => EventSink::Channel(events_tx.clone()),
+            });
+        }
+        drop(events_tx);
         let sizes = RingSizes {
             sq_entries: self.submission_queue.next_power_of_two(),
             cq_entries: (self.submission_queue.next_power_of_two() * 16).clamp(256, 65536),
@@ -214,14 +265,15 @@ impl PoolBuilder {
         };
         let mut shared = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
-        for index in 0..workers {
+        for (index, sink) in sinks.into_iter().enumerate() {
             let setup = WorkerSetup {
                 index,
                 backend: backend.kind,
                 sizes,
                 epoll_budget,
                 capacity: capacity_per_worker,
-                sink: sink.clone(),
+                sink,
+                task_budget: self.task_budget,
                 containment: Arc::clone(&containment),
                 cleanup: Arc::clone(&cleanup),
                 dev_null: Arc::clone(&dev_null),
@@ -255,6 +307,7 @@ impl PoolBuilder {
             workers: shared,
             threads,
             events: events_rx,
+            worker_events,
             containment,
             backend,
             cleanup,
@@ -290,6 +343,7 @@ pub struct Pool {
     workers: Vec<Arc<WorkerShared>>,
     threads: Vec<JoinHandle<()>>,
     events: Receiver<Event>,
+    worker_events: Vec<Receiver<Event>>,
     containment: Arc<PoolContainment>,
     backend: BackendChoice,
     cleanup: Arc<CleanupThread>,
@@ -301,6 +355,8 @@ impl Pool {
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
             workers: None,
+            task_budget: DEFAULT_TASK_BUDGET,
+            per_worker_events: false,
             submission_queue: 4096,
             max_tasks: None,
             containment: Containment::Auto,
@@ -334,18 +390,21 @@ impl Pool {
         // child. A dropped reply means the worker stopped.
         worker.spawn(id, prepared, Box::new(spec), reply_tx);
         let spawned = reply_rx.wait().ok_or(SpawnError::PoolClosed)??;
-        Ok(TaskHandle {
-            id,
-            pid: spawned.pid as u32,
-            slot: spawned.slot,
-            worker: Arc::clone(worker),
-        })
+        Ok(TaskHandle::from_shared(spawned.shared))
     }
 
     /// Every task's events, in the order the pool promises per task (see [`Event`]).
-    /// Empty when the pool was built with [`PoolBuilder::on_event`].
+    /// Empty when the pool was built with [`PoolBuilder::on_event`] or
+    /// [`PoolBuilder::per_worker_events`].
     pub fn events(&self) -> &Receiver<Event> {
         &self.events
+    }
+
+    /// With [`PoolBuilder::per_worker_events`]: one receiver per worker, each with every
+    /// event of the tasks of that worker, in order; consume each from its own thread.
+    /// Otherwise empty.
+    pub fn worker_events(&self) -> &[Receiver<Event>] {
+        &self.worker_events
     }
 
     pub fn containment(&self) -> ContainmentKind {
@@ -425,29 +484,37 @@ fn stop(workers: &[Arc<WorkerShared>], threads: &mut Vec<JoinHandle<()>>, cleanu
 /// to a task that already ended are ignored.
 #[derive(Clone)]
 pub struct TaskHandle {
-    id: TaskId,
-    pid: u32,
-    pub(crate) slot: u32,
-    worker: Arc<WorkerShared>,
+    shared: Arc<TaskShared>,
 }
 
 impl std::fmt::Debug for TaskHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("id", &self.id)
-            .field("pid", &self.pid)
+            .field("id", &self.shared.id)
+            .field("pid", &self.shared.pid)
             .finish()
     }
 }
 
 impl TaskHandle {
+    pub(crate) fn from_shared(shared: Arc<TaskShared>) -> TaskHandle {
+        TaskHandle { shared }
+    }
+
+    /// Tests: what the handle shares with its task.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<TaskShared> {
+        &self.shared
+    }
+
+    /// The task's id, as in its events.
     pub fn id(&self) -> TaskId {
-        self.id
+        self.shared.id
     }
 
     /// The main process's pid, for display: pidring itself signals only through pidfds.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.shared.pid
     }
 
     /// Sends `signal` to the main process (through its pidfd).
@@ -456,25 +523,84 @@ impl TaskHandle {
             return Err(ControlError::InvalidSignal(signal));
         }
         self.request(Request::Signal(signal))
+            .map_err(|_| ControlError::PoolClosed)
     }
 
     /// SIGTERM to the tree, SIGKILL after the task's grace.
     pub fn terminate(&self) -> Result<(), ControlError> {
         self.request(Request::Terminate)
+            .map_err(|_| ControlError::PoolClosed)
     }
 
     /// SIGKILL to the tree at once.
     pub fn kill(&self) -> Result<(), ControlError> {
         self.request(Request::Kill)
+            .map_err(|_| ControlError::PoolClosed)
     }
 
-    fn request(&self, request: Request) -> Result<(), ControlError> {
-        self.worker
+    /// Queues `bytes` for the task's stdin (`TaskSpec::stdin(Stdio::Capture)`): written in
+    /// order after everything queued before, through the pool's driver (a task that reads
+    /// slowly never blocks the caller nor the pool; what it has not read yet stays queued in
+    /// the supervisor). Fails at once when stdin is not captured, was closed, or the task
+    /// stopped reading it ([`WriteError::BrokenPipe`], also announced by
+    /// `Event::StdinClosed`). Bytes queued when the task ends are dropped and counted in
+    /// `Event::StdinClosed::unwritten`.
+    pub fn write(&self, bytes: impl Into<Vec<u8>>) -> Result<(), WriteError> {
+        self.shared.stdin.check(WriteError::NotCaptured)?;
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.request(Request::Write(StreamId::STDIN, bytes))
+    }
+
+    /// Closes the task's stdin once everything queued was written (the task then reads
+    /// end of file). Closing it again is a no-op.
+    pub fn close_stdin(&self) -> Result<(), WriteError> {
+        match self.shared.stdin.check(WriteError::NotCaptured) {
+            Err(WriteError::NotCaptured) => return Err(WriteError::NotCaptured),
+            Err(_) => return Ok(()),
+            Ok(()) => {}
+        }
+        self.shared
+            .stdin
+            .set(crate::worker::shared::WriteSide::Closed);
+        self.request(Request::CloseStdin)
+    }
+
+    /// Sends one frame (`payload`, at most the channel's `TaskSpec::max_frame` bytes) on
+    /// framed channel `channel` (`TaskSpec::channels`): the child reads its 4-byte
+    /// big-endian length, then the payload. Frames go out whole and in order. Fails at once
+    /// when the channel does not exist or is closed.
+    pub fn send(&self, channel: u8, payload: &[u8]) -> Result<(), WriteError> {
+        let side = self
+            .shared
+            .channel(channel)
+            .ok_or(WriteError::NoSuchChannel(channel))?;
+        let max = self.shared.max_frame;
+        if payload.len() as u64 > u64::from(max) {
+            return Err(WriteError::FrameTooLarge {
+                len: payload.len() as u64,
+                max,
+            });
+        }
+        side.check(WriteError::NoSuchChannel(channel))?;
+        let stream = StreamId(self.shared.first_channel + channel);
+        self.request(Request::Write(
+            stream,
+            crate::worker::framing::frame(payload),
+        ))
+    }
+
+    fn request(&self, request: Request) -> Result<(), WriteError> {
+        let shared = &self.shared;
+        shared
+            .worker
             .send(Command::Control {
-                id: self.id,
-                slot: self.slot,
+                id: shared.id,
+                slot: shared.slot,
                 request,
             })
-            .map_err(|()| ControlError::PoolClosed)
+            .map_err(|()| WriteError::PoolClosed)
     }
 }

@@ -9,7 +9,8 @@ pub use crate::task::AfterExit;
 /// Where a child's standard stream goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stdio {
-    /// Read by the supervisor and delivered as `Event::Output`.
+    /// stdout/stderr: read by the supervisor and delivered as `Event::Output`. stdin: a pipe
+    /// the supervisor writes (`TaskHandle::write`, `close_stdin`).
     Capture,
     /// The supervisor's own stream.
     Inherit,
@@ -36,6 +37,9 @@ pub enum Session {
     Foreground,
 }
 
+/// The longest frame a framed channel takes by default: 16 MiB.
+pub const DEFAULT_MAX_FRAME: u32 = 16 << 20;
+
 /// Resource limits for one task's cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -56,8 +60,16 @@ pub struct TaskSpec {
     pub(crate) stdin: Stdio,
     pub(crate) stdout: Stdio,
     pub(crate) stderr: Stdio,
-    /// Child-side fd numbers of extra socketpair channels, in `StreamId::channel(k)` order.
+    /// Child-side fd numbers of extra raw socketpair channels, in `StreamId::channel(k)`
+    /// order.
     pub(crate) channels: Vec<i32>,
+    /// Framed request channels (socketpairs at fds named in `PIDRING_CHANNEL_FDS`).
+    pub(crate) framed: u8,
+    /// The longest frame a framed channel accepts from the child.
+    pub(crate) max_frame: u32,
+    /// Bytes of output and messages delivered and not yet consumed, at most (the pool's
+    /// default when `None`).
+    pub(crate) budget: Option<usize>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) grace: Duration,
     pub(crate) drain: Duration,
@@ -72,8 +84,8 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// Defaults: stdin `/dev/null`, stdout and stderr captured, no timeout, grace 5 s,
-    /// drain 1 s, the tree killed after the drain ([`AfterExit::KillTree`]).
+    /// Defaults: stdin `/dev/null`, stdout and stderr captured, no channels, no timeout,
+    /// grace 5 s, drain 1 s, the tree killed after the drain ([`AfterExit::KillTree`]).
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         TaskSpec {
             program: program.as_ref().to_owned(),
@@ -85,6 +97,9 @@ impl TaskSpec {
             stdout: Stdio::Capture,
             stderr: Stdio::Capture,
             channels: Vec::new(),
+            framed: 0,
+            max_frame: DEFAULT_MAX_FRAME,
+            budget: None,
             timeout: None,
             grace: Duration::from_secs(5),
             drain: Duration::from_secs(1),
@@ -136,13 +151,12 @@ impl TaskSpec {
         self
     }
 
+    /// Where stdin comes from (default `/dev/null`). With [`Stdio::Capture`] it is a pipe
+    /// the supervisor writes: `TaskHandle::write` queues bytes (written in order, through
+    /// the pool's driver, partial writes resumed), `TaskHandle::close_stdin` closes it once
+    /// they are written, and `Event::StdinClosed` says when and why it closed.
     pub fn stdin(mut self, stdin: Stdio) -> Self {
-        // Capturing stdin means writing to it, which is not supported yet: treat as null.
-        self.stdin = if stdin == Stdio::Capture {
-            Stdio::Null
-        } else {
-            stdin
-        };
+        self.stdin = stdin;
         self
     }
 
@@ -156,10 +170,42 @@ impl TaskSpec {
         self
     }
 
-    /// Adds a socketpair channel whose child end is fd `child_fd` in the child (3 or more).
-    /// Its output arrives as `StreamId::channel(k)`, k counting channels in the order added.
+    /// Adds a raw socketpair channel whose child end is fd `child_fd` in the child (3 or
+    /// more). What the child writes to it arrives unframed as `Event::Output` on
+    /// `StreamId::channel(k)`, k counting raw channels in the order added.
     pub fn channel(mut self, child_fd: i32) -> Self {
         self.channels.push(child_fd);
+        self
+    }
+
+    /// Gives the task `n` framed request channels (socketpairs, at most 200). The child
+    /// finds its ends at the lowest fds from 3 up that no raw [`channel`](Self::channel)
+    /// uses (3, 4, ... without raw channels), listed in order, comma-separated, in its
+    /// `PIDRING_CHANNEL_FDS` environment variable (`pidring::child::channels()` reads it).
+    ///
+    /// A frame is a 4-byte big-endian length, then that many bytes of payload, in both
+    /// directions. Each frame from the child arrives whole as `Event::Message { channel, .. }`
+    /// (channel `k` from 0); `TaskHandle::send(k, payload)` sends one. A frame from the
+    /// child over [`max_frame`](Self::max_frame) closes that channel (`Event::ChannelClosed`
+    /// with `ChannelEnd::FrameTooLarge`), and so does the child closing its end; the task
+    /// goes on either way.
+    pub fn channels(mut self, n: u8) -> Self {
+        self.framed = n;
+        self
+    }
+
+    /// The longest frame a framed channel accepts from the child (default 16 MiB), and the
+    /// longest `TaskHandle::send` takes.
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// This task's budget: bytes of output and messages delivered and not yet consumed
+    /// (dropped) by the application, at most, before the pool stops reading the task
+    /// (default: the pool's, `PoolBuilder::task_budget`).
+    pub fn budget(mut self, bytes: usize) -> Self {
+        self.budget = Some(bytes);
         self
     }
 

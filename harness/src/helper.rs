@@ -27,6 +27,10 @@
 //! | `forktree=N` | fork N extra processes (no exec) as a tree, each node forking up to 4 children; each records its pid in the last `pidfile=` given before this step, then sleeps forever; the original continues once all N have recorded their pid |
 //! | `wait-lines=PATH:N` | wait until PATH holds at least N lines (e.g. pids of other helpers), polling every millisecond |
 //! | `ppid-loop=PATH:MS` | forever: write this process's ppid and `\n` to PATH (replaced atomically by rename) every MS ms |
+//! | `frame=CH:N` | send one frame of N pattern bytes on framed channel CH (`pidring::child`, from `PIDRING_CHANNEL_FDS`) |
+//! | `partial-frame=CH:N:K` | on channel CH, a header announcing N bytes followed by only K of them |
+//! | `close-chan=CH` | close framed channel CH |
+//! | `reqrep=CH:ROUNDS:SIZE` | ROUNDS request/reply round trips on channel CH, then one last request: request `seq` is SIZE bytes (at least 16): `seq` and the previous round trip in ns (u64 big-endian each, 0 for the first), then the pattern from byte `seq % 26`; each reply must be the request itself, byte for byte (else exit 4) |
 //!
 //! After the last step the helper exits 0. Like a C program (and unlike a Rust one), it runs
 //! with SIGPIPE at its default disposition, so writing to a pipe without a reader kills it
@@ -36,6 +40,7 @@
 //! bytes, starts a grandchild that records its pid and holds stdout for a minute, and exits 3.
 
 use std::ffi::{CString, OsString};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 /// One parsed step.
@@ -57,6 +62,10 @@ pub enum Step {
     ForkTree(u64),
     PpidLoop(CString, u64),
     WaitLines(std::path::PathBuf, u64),
+    Frame(u8, u64),
+    PartialFrame(u8, u64, u64),
+    CloseChan(u8),
+    Reqrep(u8, u64, u64),
 }
 
 /// Entry point from `main`: `args` are the words after `helper`. Never returns.
@@ -129,6 +138,29 @@ fn parse_step<'w>(word: &'w [u8], pidfile: &mut Option<CString>) -> Result<Step,
             let fd = num(&v[..colon])?;
             let fd = i32::try_from(fd).map_err(|_| bad("fd out of range"))?;
             Ok(Step::Chan(fd, num(&v[colon + 1..])?))
+        }
+        b"frame" | b"partial-frame" | b"close-chan" | b"reqrep" => {
+            let v = need(value)?;
+            let parts: Vec<u64> = v
+                .split(|&b| b == b':')
+                .map(&num)
+                .collect::<Result<_, _>>()?;
+            let ch = |i: usize| -> Result<u8, String> {
+                parts
+                    .get(i)
+                    .and_then(|&c| u8::try_from(c).ok())
+                    .ok_or_else(|| bad("channel must be 0..=255"))
+            };
+            let arg = |i: usize| parts.get(i).copied().ok_or_else(|| bad("missing a field"));
+            match (key, parts.len()) {
+                (b"frame", 2) => Ok(Step::Frame(ch(0)?, arg(1)?)),
+                (b"partial-frame", 3) => Ok(Step::PartialFrame(ch(0)?, arg(1)?, arg(2)?)),
+                (b"close-chan", 1) => Ok(Step::CloseChan(ch(0)?)),
+                (b"reqrep", 3) if arg(2)? >= 16 => Ok(Step::Reqrep(ch(0)?, arg(1)?, arg(2)?)),
+                _ => Err(bad(
+                    "expected CH:N, CH:N:K, CH or CH:ROUNDS:SIZE (SIZE >= 16)",
+                )),
+            }
         }
         b"sleep" => Ok(Step::Sleep(num(need(value)?)?)),
         b"ignore-term" => no_value(Step::IgnoreTerm),
@@ -236,8 +268,28 @@ pub fn parse_signal(v: &[u8]) -> Option<i32> {
 
 fn run_steps(steps: &[Step]) {
     let mut pidfile: Option<&CString> = None;
+    let mut channels: Option<Vec<Option<pidring::child::Channel>>> = None;
     for step in steps {
         match step {
+            Step::Frame(ch, n) => {
+                let c = channel(&mut channels, *ch);
+                check_io(c.send(&pattern_bytes(0, *n as usize)));
+            }
+            Step::PartialFrame(ch, n, k) => {
+                let c = channel(&mut channels, *ch);
+                let mut bytes = (*n as u32).to_be_bytes().to_vec();
+                bytes.extend(pattern_bytes(0, *k as usize));
+                check_write(write_all(c.as_raw_fd(), &bytes));
+            }
+            Step::CloseChan(ch) => {
+                channel(&mut channels, *ch);
+                if let Some(slot) = channels.as_mut().and_then(|c| c.get_mut(usize::from(*ch))) {
+                    drop(slot.take());
+                }
+            }
+            Step::Reqrep(ch, rounds, size) => {
+                reqrep(channel(&mut channels, *ch), *rounds, *size as usize)
+            }
             Step::Out(n) => write_pattern_or_exit(1, *n),
             Step::Err(n) => write_pattern_or_exit(2, *n),
             Step::Chan(fd, n) => write_pattern_or_exit(*fd, *n),
@@ -270,6 +322,66 @@ fn run_steps(steps: &[Step]) {
             }
         }
     }
+}
+
+/// Framed channel `ch` (the channels are taken from the environment at the first use).
+fn channel(
+    channels: &mut Option<Vec<Option<pidring::child::Channel>>>,
+    ch: u8,
+) -> &pidring::child::Channel {
+    let list = channels.get_or_insert_with(|| match pidring::child::channels() {
+        Ok(list) => list.into_iter().map(Some).collect(),
+        Err(e) => fail(&format!("channels: {e}"), 3),
+    });
+    match list.get(usize::from(ch)) {
+        Some(Some(c)) => c,
+        _ => fail(&format!("no framed channel {ch}"), 3),
+    }
+}
+
+/// `n` pattern bytes starting at byte `from` of the pattern.
+fn pattern_bytes(from: usize, n: usize) -> Vec<u8> {
+    (from..from + n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// The `reqrep` step: see the module docs.
+fn reqrep(c: &pidring::child::Channel, rounds: u64, size: usize) {
+    let mut rtt = 0u64;
+    for seq in 0..=rounds {
+        let mut request = Vec::with_capacity(size);
+        request.extend_from_slice(&seq.to_be_bytes());
+        request.extend_from_slice(&rtt.to_be_bytes());
+        request.extend(pattern_bytes((seq % 26) as usize, size - 16));
+        let sent = raw::monotonic_ns();
+        let reply = match c.request(&request) {
+            Ok(reply) => reply,
+            Err(e) => fail(&format!("reqrep round {seq}: {e}"), 3),
+        };
+        rtt = raw::monotonic_ns()
+            .saturating_sub(sent)
+            .min(u128::from(u64::MAX)) as u64;
+        if reply != request {
+            fail(
+                &format!(
+                    "reqrep round {seq}: the reply ({} bytes) is not the request ({size} bytes)",
+                    reply.len()
+                ),
+                4,
+            );
+        }
+    }
+}
+
+fn check_io(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        fail(&format!("channel write failed: {e}"), 3);
+    }
+}
+
+fn fail(msg: &str, code: i32) -> ! {
+    let line = format!("pidring helper: {msg}\n");
+    let _ = write_all(2, line.as_bytes());
+    exit_now(code)
 }
 
 /// The pattern, a whole number of 26-byte periods long, so every chunk starts at 'a'.

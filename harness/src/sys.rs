@@ -731,3 +731,31 @@ pub fn add_safety_pre_exec(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// Makes `fd` (a socketpair end of this process) fd `target` of the child `cmd` starts, open
+/// across its exec: how the tokio bench backend hands a child its request channel at the fd
+/// `PIDRING_CHANNEL_FDS` names. `fd` must stay open until the spawn returned.
+pub fn give_fd_at_exec(cmd: &mut tokio::process::Command, fd: i32, target: i32) {
+    let hook = move || {
+        // SAFETY: dup2 and fcntl are async-signal-safe and take plain integers; this runs in
+        // the forked child before exec, where `fd` is still open (the parent keeps it open
+        // during the spawn). dup2 clears close-on-exec on `target`; when `fd` already is
+        // `target`, dup2 does nothing and the flag is cleared explicitly.
+        let rc = unsafe {
+            if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            }
+        };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the hook only issues the async-signal-safe calls above: no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use pidring::{Backend, Event, ExitStatus, Outcome, Pool, PoolBuilder, StreamId, TaskId};
+use pidring::{
+    Backend, ChannelEnd, Event, ExitStatus, Outcome, Pool, PoolBuilder, StreamId, TaskId,
+    WriteError,
+};
 
 thread_local! {
     /// The driver the pools of the running test use (see [`on_both_backends!`]).
@@ -95,6 +98,12 @@ pub fn pattern(n: usize) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct TaskRecord {
     pub output: HashMap<StreamId, Vec<u8>>,
+    /// Frames received per framed channel, in order.
+    pub messages: HashMap<u8, Vec<Vec<u8>>>,
+    /// How each framed channel ended, and its unsent bytes.
+    pub channel_closed: HashMap<u8, (ChannelEnd, u64)>,
+    /// How stdin closed, and its unwritten bytes.
+    pub stdin_closed: Option<(Option<WriteError>, u64)>,
     pub exited: Option<ExitStatus>,
     pub outcome: Option<Outcome>,
 }
@@ -118,7 +127,8 @@ impl TaskRecord {
 }
 
 /// Collects events until every task in `tasks` is `Done`, asserting the per-task order
-/// the pool promises: every `Output`, then one `Exited`, then one `Done`, last.
+/// the pool promises: every `Output` and `Message` (a channel's `ChannelClosed` after its
+/// messages), then one `Exited`, then one `Done`, last; `StdinClosed` once, before `Done`.
 pub fn collect(pool: &Pool, tasks: &[TaskId], limit: Duration) -> HashMap<TaskId, TaskRecord> {
     let mut records: HashMap<TaskId, TaskRecord> =
         tasks.iter().map(|t| (*t, TaskRecord::default())).collect();
@@ -144,6 +154,34 @@ pub fn collect(pool: &Pool, tasks: &[TaskId], limit: Duration) -> HashMap<TaskId
                     .or_default()
                     .extend_from_slice(&bytes);
             }
+            Event::Message { channel, frame, .. } => {
+                assert!(record.exited.is_none(), "Message after Exited");
+                assert!(
+                    !record.channel_closed.contains_key(&channel),
+                    "Message after ChannelClosed"
+                );
+                record
+                    .messages
+                    .entry(channel)
+                    .or_default()
+                    .push(frame.into_vec());
+            }
+            Event::ChannelClosed {
+                channel,
+                end,
+                unsent,
+                ..
+            } => {
+                assert!(record.exited.is_none(), "ChannelClosed after Exited");
+                let old = record.channel_closed.insert(channel, (end, unsent));
+                assert!(old.is_none(), "two ChannelClosed for channel {channel}");
+            }
+            Event::StdinClosed {
+                error, unwritten, ..
+            } => {
+                assert!(record.stdin_closed.is_none(), "two StdinClosed events");
+                record.stdin_closed = Some((error, unwritten));
+            }
             Event::Exited { status, .. } => {
                 assert!(record.exited.is_none(), "two Exited events");
                 record.exited = Some(status);
@@ -154,6 +192,7 @@ pub fn collect(pool: &Pool, tasks: &[TaskId], limit: Duration) -> HashMap<TaskId
                 }
                 record.outcome = Some(outcome);
             }
+            other => panic!("an event this collector does not know: {other:?}"),
         }
     }
     records

@@ -518,8 +518,8 @@ fn callback_sink_env_cwd_and_signals_reach_the_program() {
                         signalled = true;
                     }
                 }
-                pidring::Event::Exited { .. } => {}
                 pidring::Event::Done { outcome, .. } => break outcome,
+                _ => {}
             }
         };
         let expected = format!("hello {}\ngot-usr1\n", dir.dir().display());
@@ -567,11 +567,11 @@ fn a_slow_consumer_bounds_memory_and_loses_nothing() {
                     }
                     seen += bytes.len();
                 }
-                pidring::Event::Exited { .. } => {}
                 pidring::Event::Done { task: id, outcome } => {
                     assert_eq!(id, task.id());
                     break outcome;
                 }
+                _ => {}
             }
         };
         assert_eq!(seen, TOTAL);

@@ -131,6 +131,7 @@ fn soak(
                     });
                 }
             }
+            other => panic!("an event the soak never asked for: {other:?}"),
         }
     }
     samples

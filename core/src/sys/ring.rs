@@ -31,18 +31,21 @@ impl Completion {
 }
 
 /// A submission built by [`ops`]. None of them points at caller memory (reads use the
-/// ring's own provided buffers; paths go through [`Ring::push_rmdir`]), which is what makes
-/// [`Ring::push`] safe.
+/// ring's own provided buffers; paths go through [`Ring::push_rmdir`], written bytes
+/// through [`Ring::push_write`]), which is what makes [`Ring::push`] safe.
 pub(crate) struct Sqe(squeue::Entry);
 
 /// The opcodes the worker's driver submits; [`probe`] checks each.
 pub(crate) const REQUIRED_OPCODES: &[(u8, &str)] = &[
-    (opcode::ReadMulti::CODE, "READ_MULTISHOT"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Recv::CODE, "RECV"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::Close::CODE, "CLOSE"),
     (opcode::FixedFdInstall::CODE, "FIXED_FD_INSTALL"),
     (opcode::UnlinkAt::CODE, "UNLINKAT"),
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::Send::CODE, "SEND"),
 ];
 
 /// What the kernel's io_uring offers, from a throw-away ring.
@@ -77,12 +80,15 @@ pub(crate) struct Ring {
     /// Paths that submissions in flight point at, by `user_data`: kept alive until the
     /// owner takes them back after the completion ([`Ring::take_path`]).
     paths: HashMap<u64, CString>,
+    /// Buffers that writes in flight read from, by `user_data`, with the offset written
+    /// from: kept alive until the owner takes them back ([`Ring::take_write`]).
+    writes: HashMap<u64, (Vec<u8>, usize)>,
 }
 
 impl Ring {
     /// A ring with `sq_entries` submissions, `cq_entries` completions and a sparse fixed-file
     /// table of `files` slots. Created and used on the same thread (`SINGLE_ISSUER`).
-    /// `buffers` buffers of `buffer_size` bytes feed the multishot reads.
+    /// `buffers` buffers of `buffer_size` bytes feed the reads.
     pub(crate) fn new(
         sq_entries: u32,
         cq_entries: u32,
@@ -105,6 +111,7 @@ impl Ring {
             files,
             backlog: VecDeque::new(),
             paths: HashMap::new(),
+            writes: HashMap::new(),
         })
     }
 
@@ -112,15 +119,18 @@ impl Ring {
         self.buffers.group
     }
 
-    /// A copy of the `len` bytes a read completion delivered in buffer `bid`, which goes
-    /// back to the kernel at once.
-    pub(crate) fn take_buffer(&mut self, bid: u16, len: usize) -> Vec<u8> {
-        let bytes = self.buffers.filled(bid, len).to_vec();
-        self.buffers.recycle(bid);
-        bytes
+    pub(crate) fn buffer_size(&self) -> u32 {
+        self.buffers.size as u32
     }
 
-    /// Gives buffer `bid` back to the kernel without looking at it.
+    /// The `len` bytes a read completion delivered in buffer `bid`. The caller owns that
+    /// buffer from the completion until it gives it back with [`recycle`](Ring::recycle)
+    /// (which takes `&mut self`, so no slice from here can outlive it).
+    pub(crate) fn lent_buffer(&self, bid: u16, len: usize) -> &[u8] {
+        self.buffers.filled(bid, len)
+    }
+
+    /// Gives buffer `bid` back to the kernel.
     pub(crate) fn recycle(&mut self, bid: u16) {
         self.buffers.recycle(bid)
     }
@@ -143,8 +153,9 @@ impl Ring {
 
     fn try_push(&mut self, entry: &Sqe) -> bool {
         // SAFETY: entries from `ops` reference no memory of ours except the provided
-        // buffers, which live as long as the ring (see field order), and the paths of
-        // `push_rmdir`, kept in `paths` until their completion was seen. Fds and fixed
+        // buffers, which live as long as the ring (see field order), the paths of
+        // `push_rmdir`, kept in `paths` until their completion was seen, and the buffers of
+        // `push_write`, kept in `writes` likewise. Fds and fixed
         // slots they name may close early: the kernel holds its own file reference.
         unsafe { self.ring.submission().push(&entry.0) }.is_ok()
     }
@@ -221,6 +232,41 @@ impl Ring {
         self.push(Sqe(entry));
     }
 
+    /// Writes `bytes[start..]` (at most `u32::MAX` bytes of it) to fixed slot `fixed`: a
+    /// socket with `send(MSG_NOSIGNAL)` (no `SIGPIPE` when the peer is gone), a pipe with
+    /// `write` at the current position. `user_data` must be unique among submissions in
+    /// flight; the buffer is kept until [`Ring::take_write`] after its completion.
+    pub(crate) fn push_write(
+        &mut self,
+        fixed: u32,
+        bytes: Vec<u8>,
+        start: usize,
+        socket: bool,
+        user_data: u64,
+    ) {
+        let rest = bytes.get(start..).unwrap_or(&[]);
+        let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
+        let entry = if socket {
+            opcode::Send::new(types::Fixed(fixed), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::Write::new(types::Fixed(fixed), ptr, len)
+                .offset(u64::MAX)
+                .build()
+        };
+        // The Vec's heap buffer does not move when the Vec moves into the map, and it stays
+        // there until the completion was seen (`take_write`), so the pointer the entry holds
+        // stays valid for as long as the kernel may read it.
+        self.writes.insert(user_data, (bytes, start));
+        self.push(Sqe(entry.user_data(user_data)));
+    }
+
+    /// The buffer of a completed `push_write`, released once its completion was seen.
+    pub(crate) fn take_write(&mut self, user_data: u64) -> Option<(Vec<u8>, usize)> {
+        self.writes.remove(&user_data)
+    }
+
     /// How many `push_rmdir` completions are still to come.
     pub(crate) fn rmdirs_in_flight(&self) -> usize {
         self.paths.len()
@@ -231,8 +277,10 @@ impl Ring {
         self.paths.remove(&user_data)
     }
 
-    /// Moves every available completion into `out`.
+    /// Moves every available completion into `out`. A completion that names a provided
+    /// buffer hands that buffer to us until [`recycle`](Ring::recycle).
     pub(crate) fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        let start = out.len();
         let mut cq = self.ring.completion();
         cq.sync();
         out.extend(cq.map(|cqe| Completion {
@@ -240,6 +288,11 @@ impl Ring {
             result: cqe.result(),
             flags: cqe.flags(),
         }));
+        for c in &out[start..] {
+            if let Some(bid) = c.buffer_id() {
+                self.buffers.handed_back(bid);
+            }
+        }
     }
 
     /// Puts `fd` into fixed slot `slot`; the ordinary descriptor is closed either way.
@@ -266,7 +319,10 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
+    /// `populate`: fault every page in now (`MAP_POPULATE`), so the memory is the ring's
+    /// fixed cost from its start rather than growing as reads first touch each buffer.
+    fn new(len: usize, populate: bool) -> io::Result<Mapping> {
+        let populate = if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: a fresh anonymous private mapping (page-aligned, zeroed), checked for
         // MAP_FAILED below; nothing else refers to it.
         let addr = unsafe {
@@ -274,7 +330,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | populate,
                 -1,
                 0,
             )
@@ -307,6 +363,8 @@ impl Drop for Mapping {
 pub(crate) struct ProvidedBuffers {
     entries: Mapping,
     memory: Mapping,
+    /// Buffers a completion handed back and not yet recycled: only those are ever looked at.
+    ours: Vec<bool>,
     count: u16,
     size: usize,
     group: u16,
@@ -319,12 +377,15 @@ impl ProvidedBuffers {
         if !count.is_power_of_two() || count > 32768 || size == 0 || size > u32::MAX as usize {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let entries =
-            Mapping::new(usize::from(count) * std::mem::size_of::<types::BufRingEntry>())?;
-        let memory = Mapping::new(usize::from(count) * size)?;
+        let entries = Mapping::new(
+            usize::from(count) * std::mem::size_of::<types::BufRingEntry>(),
+            false,
+        )?;
+        let memory = Mapping::new(usize::from(count) * size, true)?;
         let mut this = ProvidedBuffers {
             entries,
             memory,
+            ours: vec![false; usize::from(count)],
             count,
             size,
             group,
@@ -348,21 +409,36 @@ impl ProvidedBuffers {
         Ok(this)
     }
 
-    /// The bytes the kernel wrote into buffer `bid`, which a completion handed back to us.
+    /// A completion named buffer `bid`: the kernel is done with it until it is recycled.
+    fn handed_back(&mut self, bid: u16) {
+        if let Some(ours) = self.ours.get_mut(usize::from(bid)) {
+            *ours = true;
+        }
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`, which a completion handed back to us
+    /// (empty for a buffer the kernel owns: it may be writing into it).
     fn filled(&self, bid: u16, len: usize) -> &[u8] {
+        if !self.ours.get(usize::from(bid)).copied().unwrap_or(false) {
+            return &[];
+        }
         let start = usize::from(bid % self.count) * self.size;
         // SAFETY: `start + len.min(size)` lies inside the memory mapping. Buffer `bid` was
-        // handed back by a completion and is not recycled before this borrow ends
-        // (`take_buffer` copies, then recycles), so the kernel does not write into it while
-        // the slice lives; no slice over any other buffer exists.
+        // handed back by a completion (`ours`) and goes back to the kernel only through
+        // `recycle` (`&mut self`), which cannot happen while this shared borrow lives, so the
+        // kernel does not write into it while the slice lives.
         unsafe {
             std::slice::from_raw_parts(self.memory.addr.as_ptr().add(start), len.min(self.size))
         }
     }
 
-    /// Gives buffer `bid` back to the kernel.
+    /// Gives buffer `bid` back to the kernel (once; a buffer that is not ours is left alone).
     fn recycle(&mut self, bid: u16) {
-        self.stage(bid % self.count);
+        match self.ours.get_mut(usize::from(bid)) {
+            Some(ours) if *ours => *ours = false,
+            _ => return,
+        }
+        self.stage(bid);
         self.publish();
     }
 
@@ -404,10 +480,36 @@ pub(crate) mod ops {
     use super::Sqe;
     use io_uring::{opcode, types};
 
-    pub(crate) fn read_multishot(fixed: u32, group: u16, user_data: u64) -> Sqe {
-        Sqe(opcode::ReadMulti::new(types::Fixed(fixed), 0, group)
-            .build()
-            .user_data(user_data))
+    /// `IORING_RECVSEND_POLL_FIRST` (io_uring.h; the crate keeps its constants private).
+    const RECVSEND_POLL_FIRST: u16 = 1;
+
+    /// One read into a provided buffer of `group` (at most `len` bytes), chosen by the
+    /// kernel only once data is there: an idle stream holds no buffer. One read at a time
+    /// per stream (not multishot), so a stream whose task is paused by flow control gets at
+    /// most one more buffer before its read ends.
+    pub(crate) fn read_select(fixed: u32, group: u16, len: u32, user_data: u64) -> Sqe {
+        Sqe(
+            opcode::Read::new(types::Fixed(fixed), std::ptr::null_mut(), len)
+                .offset(u64::MAX)
+                .buf_group(group)
+                .build()
+                .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+                .user_data(user_data),
+        )
+    }
+
+    /// The same for a socket (a channel): `recv`, waiting for data before trying
+    /// (`IORING_RECVSEND_POLL_FIRST`): a request channel is usually empty when its read is
+    /// re-armed (the task waits for its answer), and a first attempt would only fail.
+    pub(crate) fn recv_select(fixed: u32, group: u16, len: u32, user_data: u64) -> Sqe {
+        Sqe(
+            opcode::Recv::new(types::Fixed(fixed), std::ptr::null_mut(), len)
+                .buf_group(group)
+                .ioprio(RECVSEND_POLL_FIRST)
+                .build()
+                .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+                .user_data(user_data),
+        )
     }
 
     pub(crate) fn poll_in_fixed(fixed: u32, user_data: u64) -> Sqe {

@@ -21,6 +21,17 @@
 //!    SIGKILL follows once `grace` has passed since SIGTERM; no SIGKILL early, no SIGTERM
 //!    after SIGKILL, no signal twice, no signal to a tree known empty, no `SignalMain` after
 //!    the reap.
+//! 8. Flow control never loses data nor looks like a pipe holder: while paused no read is
+//!    submitted ([`Violation::ReadWhilePaused`]) and every read in flight is stopped in the
+//!    batch of the `Pause` ([`Violation::PauseIgnored`]); `StopRead` only while paused; a
+//!    read is cancelled or given up only when its stream was aborted, the tree was killed
+//!    without being seen empty, or the drain period passed *counting only unpaused time*
+//!    since the reap ([`Violation::ReadDropped`]), and `DrainExpired` needs the same.
+//! 9. Writes: `SubmitWrite` only with bytes queued and no write in flight; queued bytes never
+//!    wait without a write in flight ([`Violation::WriteStuck`]); a write is cancelled or
+//!    given up only when nobody can read it any more: the stream's own read side is over, or
+//!    the process is reaped, every read side over and the tree empty or killed
+//!    ([`Violation::WriteDropped`]).
 //!
 //! Use [`Checked`] to run a machine under a checker.
 
@@ -112,17 +123,53 @@ pub enum Violation {
     StreamStuck(StreamId),
     #[error("the process is neither reaped nor waited for")]
     WaitStuck,
+    #[error("{0:?} while reads are paused by flow control")]
+    ReadWhilePaused(Action),
+    #[error("StopRead({0:?}) without a pause, or for a read not in flight")]
+    BadStop(StreamId),
+    #[error("Pause accepted but the read of {0:?} was neither stopped nor cancelled")]
+    PauseIgnored(StreamId),
+    #[error("{0:?} drops unread data without cause (not aborted, tree not killed, drain not passed in unpaused time)")]
+    ReadDropped(Action),
+    #[error("{0:?} drops bytes to write while the task may still read them")]
+    WriteDropped(Action),
+    #[error("{0:?}: no bytes queued, or a write already in flight, or the write side is over")]
+    BadWrite(Action),
+    #[error("stream {0:?} has bytes queued and no write in flight")]
+    WriteStuck(StreamId),
 }
 
 #[derive(Debug, Clone)]
 struct StreamModel {
     id: StreamId,
-    in_flight: bool,
+    /// The stream is read / written by the supervisor.
+    read: bool,
+    write: bool,
+    read_in_flight: bool,
+    /// `StopRead` was sent for the read in flight.
+    stop_sent: bool,
     cancel_sent: bool,
     /// A `Cancel(Op::Read)` was ever sent: the stream must not be read again.
     cancel_ever: bool,
+    /// The read side ended for good (EOF, error, cancellation).
+    read_ended: bool,
+    /// `Abort` was accepted for this stream.
+    aborted: bool,
+    queued: u64,
+    write_in_flight: bool,
+    write_cancel_sent: bool,
+    close_requested: bool,
+    /// The write side ended (failed, cancelled, or the queue of a closed stdin written).
+    write_ended: bool,
     closed: bool,
     bytes: u64,
+}
+
+impl StreamModel {
+    /// The write side takes no more bytes.
+    fn write_closed(&self) -> bool {
+        self.closed || self.close_requested || self.write_ended || self.write_cancel_sent
+    }
 }
 
 /// Watches one machine's inputs and actions; see the [module docs](self).
@@ -154,6 +201,10 @@ pub struct Checker {
     terminate_requested: bool,
     timeout_passed: bool,
     drain_passed: bool,
+    /// Reads are paused by flow control.
+    paused: bool,
+    /// Time since the reap during which reads were not paused (what the drain counts).
+    unpaused_since_reap: Duration,
     // The current batch (one input and the actions polled after it).
     batch_input: Option<Input>,
     batch_accepted: bool,
@@ -162,13 +213,25 @@ pub struct Checker {
 
 fn streams_model(config: &TaskConfig, closed: bool) -> Vec<StreamModel> {
     let mut streams: Vec<StreamModel> = Vec::new();
-    for &id in &config.streams {
+    let read_ids = config.streams.iter().map(|&id| (id, true));
+    let write_ids = config.writable.iter().map(|&id| (id, false));
+    for (id, read) in read_ids.chain(write_ids) {
         if !streams.iter().any(|s| s.id == id) {
             streams.push(StreamModel {
                 id,
-                in_flight: false,
+                read,
+                write: config.writable.contains(&id),
+                read_in_flight: false,
+                stop_sent: false,
                 cancel_sent: false,
                 cancel_ever: false,
+                read_ended: closed,
+                aborted: false,
+                queued: 0,
+                write_in_flight: false,
+                write_cancel_sent: false,
+                close_requested: false,
+                write_ended: closed,
                 closed,
                 bytes: 0,
             });
@@ -207,6 +270,8 @@ impl Checker {
             terminate_requested: false,
             timeout_passed: false,
             drain_passed: false,
+            paused: false,
+            unpaused_since_reap: Duration::ZERO,
             batch_input: None,
             batch_accepted: false,
             tree_may_live_before: true,
@@ -235,7 +300,30 @@ impl Checker {
             | Input::IoError(stream, _)
             | Input::Cancelled(Op::Read(stream)) => match self.stream(stream) {
                 None => Err(Rejected::UnknownStream(stream)),
-                Some(s) if !s.in_flight => Err(Rejected::NotInFlight(Op::Read(stream))),
+                Some(s) if !s.read_in_flight => Err(Rejected::NotInFlight(Op::Read(stream))),
+                Some(_) => Ok(()),
+            },
+            Input::Written { stream, .. }
+            | Input::WriteFailed(stream, _)
+            | Input::Cancelled(Op::Write(stream)) => match self.stream(stream) {
+                None => Err(Rejected::UnknownStream(stream)),
+                Some(s) if !s.write_in_flight => Err(Rejected::NotInFlight(Op::Write(stream))),
+                Some(_) => Ok(()),
+            },
+            Input::Write { stream, .. } => match self.stream(stream) {
+                None => Err(Rejected::UnknownStream(stream)),
+                Some(s) if !s.write => Err(Rejected::NotWritable(stream)),
+                Some(s) if s.write_closed() => Err(Rejected::WriteClosed(stream)),
+                Some(_) => Ok(()),
+            },
+            Input::CloseStdin => match self.stream(StreamId::STDIN) {
+                None => Err(Rejected::UnknownStream(StreamId::STDIN)),
+                Some(s) if !s.write => Err(Rejected::NotWritable(StreamId::STDIN)),
+                Some(_) => Ok(()),
+            },
+            Input::Abort(stream) => match self.stream(stream) {
+                None => Err(Rejected::UnknownStream(stream)),
+                Some(s) if !s.read => Err(Rejected::NotInFlight(Op::Read(stream))),
                 Some(_) => Ok(()),
             },
             Input::Cancelled(Op::Wait) if !self.wait_in_flight => {
@@ -257,6 +345,9 @@ impl Checker {
         now: Instant,
         result: Result<(), Rejected>,
     ) -> Result<(), Violation> {
+        if self.reaped.is_some() && !self.paused {
+            self.unpaused_since_reap += now.saturating_duration_since(self.now);
+        }
         self.now = now;
         self.batch_input = Some(input);
         self.batch_accepted = result.is_ok();
@@ -286,13 +377,55 @@ impl Checker {
                 let s = self.stream_mut(stream);
                 s.bytes = s.bytes.saturating_add(u64::from(len));
                 if !more {
-                    s.in_flight = false;
+                    Self::read_op_ended(s);
                 }
             }
-            Input::Eof(stream)
-            | Input::ReadStopped(stream)
-            | Input::IoError(stream, _)
-            | Input::Cancelled(Op::Read(stream)) => self.stream_mut(stream).in_flight = false,
+            Input::ReadStopped(stream) => Self::read_op_ended(self.stream_mut(stream)),
+            Input::Eof(stream) | Input::IoError(stream, _) => {
+                let s = self.stream_mut(stream);
+                s.read_in_flight = false;
+                s.read_ended = true;
+            }
+            Input::Cancelled(Op::Read(stream)) => {
+                let s = self.stream_mut(stream);
+                if s.stop_sent && !s.cancel_sent {
+                    Self::read_op_ended(s);
+                } else {
+                    s.read_in_flight = false;
+                    s.read_ended = true;
+                }
+            }
+            Input::Written { stream, len } => {
+                let s = self.stream_mut(stream);
+                s.write_in_flight = false;
+                s.queued = s.queued.saturating_sub(u64::from(len));
+                if s.write_cancel_sent || (s.close_requested && s.queued == 0) {
+                    s.write_ended = true;
+                    s.queued = 0;
+                }
+            }
+            Input::WriteFailed(stream, _) | Input::Cancelled(Op::Write(stream)) => {
+                let s = self.stream_mut(stream);
+                s.write_in_flight = false;
+                s.write_ended = true;
+                s.queued = 0;
+            }
+            Input::Write { stream, len } => {
+                let s = self.stream_mut(stream);
+                s.queued = s.queued.saturating_add(u64::from(len));
+            }
+            Input::CloseStdin => {
+                let s = self.stream_mut(StreamId::STDIN);
+                if !s.write_closed() {
+                    s.close_requested = true;
+                    if !s.write_in_flight {
+                        s.write_ended = true;
+                    }
+                }
+            }
+            Input::Abort(stream) => self.stream_mut(stream).aborted = true,
+            Input::Pause => self.paused = true,
+            Input::Resume => self.paused = false,
             Input::Cancelled(Op::Wait) => self.wait_in_flight = false,
             Input::Cancelled(Op::TreeWatch) => self.watch_in_flight = false,
             Input::TreeEmpty => {
@@ -304,14 +437,44 @@ impl Checker {
                 if let Some(at) = self.timeout.and_then(|t| self.created.checked_add(t)) {
                     self.timeout_passed |= at <= now;
                 }
-                if let Some(at) = self.reaped_at.and_then(|r| r.checked_add(self.drain)) {
-                    self.drain_passed |= at <= now;
+                if self.reaped.is_some() {
+                    self.drain_passed |= self.unpaused_since_reap >= self.drain;
                 }
             }
             Input::Terminate | Input::Kill => self.terminate_requested = true,
             Input::Signal(_) => {}
         }
         Ok(())
+    }
+
+    /// A read op ended without ending its stream (it is resubmitted, or waits for a resume,
+    /// or the stream ends when it was being cancelled).
+    fn read_op_ended(s: &mut StreamModel) {
+        s.read_in_flight = false;
+        if s.cancel_sent {
+            s.read_ended = true;
+        }
+    }
+
+    /// Unread data may be dropped: the stream was aborted, the tree was killed without being
+    /// seen empty, or the drain period passed in unpaused time since the reap.
+    fn read_drop_justified(&self, s: &StreamModel) -> bool {
+        s.aborted || (self.sigkill_sent && !self.tree_empty) || self.drain_passed
+    }
+
+    /// The read side of `s` is over (or was given up with cause), or it has none.
+    fn read_over(&self, s: &StreamModel) -> bool {
+        !s.read
+            || (!s.read_in_flight
+                && (s.closed || s.read_ended || s.cancel_ever || self.read_drop_justified(s)))
+    }
+
+    /// Nobody can read what is queued for `s` any more.
+    fn write_drop_justified(&self, s: &StreamModel) -> bool {
+        (s.read && self.read_over(s))
+            || (self.reaped.is_some()
+                && (self.tree_empty || self.sigkill_sent)
+                && self.streams.iter().all(|t| self.read_over(t)))
     }
 
     /// Observes one action polled from the machine.
@@ -324,14 +487,43 @@ impl Checker {
         }
         match *action {
             Action::SubmitRead(id) => {
-                let Some(s) = self.streams.iter_mut().find(|s| s.id == id) else {
+                let paused = self.paused;
+                let Some(s) = self.streams.iter_mut().find(|s| s.id == id && s.read) else {
                     return Err(Violation::UnknownStream(action.clone()));
                 };
-                if s.closed || s.in_flight || s.cancel_ever {
+                if s.closed || s.read_in_flight || s.cancel_ever || s.read_ended {
                     return Err(Violation::BadSubmit(action.clone()));
                 }
-                s.in_flight = true;
+                if paused {
+                    return Err(Violation::ReadWhilePaused(action.clone()));
+                }
+                s.read_in_flight = true;
+                s.stop_sent = false;
                 s.cancel_sent = false;
+            }
+            Action::StopRead(id) => {
+                let paused = self.paused;
+                let Some(s) = self.streams.iter_mut().find(|s| s.id == id && s.read) else {
+                    return Err(Violation::UnknownStream(action.clone()));
+                };
+                if !paused || !s.read_in_flight || s.stop_sent || s.cancel_sent {
+                    return Err(Violation::BadStop(id));
+                }
+                s.stop_sent = true;
+            }
+            Action::SubmitWrite(id) => {
+                let Some(s) = self.streams.iter_mut().find(|s| s.id == id && s.write) else {
+                    return Err(Violation::UnknownStream(action.clone()));
+                };
+                if s.closed
+                    || s.write_in_flight
+                    || s.write_ended
+                    || s.write_cancel_sent
+                    || s.queued == 0
+                {
+                    return Err(Violation::BadWrite(action.clone()));
+                }
+                s.write_in_flight = true;
             }
             Action::SubmitWait => {
                 if self.reaped.is_some() || self.wait_in_flight {
@@ -348,10 +540,35 @@ impl Checker {
             }
             Action::Cancel(op) => {
                 let ok = match op {
-                    Op::Read(id) => match self.streams.iter_mut().find(|s| s.id == id) {
-                        Some(s) if s.in_flight && !s.cancel_sent => {
+                    Op::Read(id) => match self.streams.iter().position(|s| s.id == id) {
+                        Some(i)
+                            if self.streams[i].read_in_flight && !self.streams[i].cancel_sent =>
+                        {
+                            if !self.read_drop_justified(&self.streams[i]) {
+                                return Err(Violation::ReadDropped(action.clone()));
+                            }
+                            let s = &mut self.streams[i];
                             s.cancel_sent = true;
                             s.cancel_ever = true;
+                            true
+                        }
+                        _ => false,
+                    },
+                    Op::Write(id) => match self.streams.iter().position(|s| s.id == id) {
+                        Some(i)
+                            if self.streams[i].write_in_flight
+                                && !self.streams[i].write_cancel_sent =>
+                        {
+                            if !self.write_drop_justified(&self.streams[i]) {
+                                return Err(Violation::WriteDropped(action.clone()));
+                            }
+                            let s = &mut self.streams[i];
+                            s.write_cancel_sent = true;
+                            // A duplex stream stops writing once its read side is over: one
+                            // that was waiting (paused) was given up just now, with cause.
+                            if s.read && !s.read_in_flight {
+                                s.read_ended = true;
+                            }
                             true
                         }
                         _ => false,
@@ -368,16 +585,31 @@ impl Checker {
                 }
             }
             Action::Close(id) => {
-                let Some(s) = self.streams.iter_mut().find(|s| s.id == id) else {
+                let Some(i) = self.streams.iter().position(|s| s.id == id) else {
                     return Err(Violation::UnknownStream(action.clone()));
                 };
+                let s = &self.streams[i];
                 if s.closed {
                     return Err(Violation::CloseTwice(id));
                 }
-                if s.in_flight {
+                if s.read_in_flight || s.write_in_flight {
                     return Err(Violation::CloseWhileReading(id));
                 }
+                // A read side that neither ended nor was cancelled was given up while paused.
+                if s.read && !s.read_ended && !s.cancel_ever && !self.read_drop_justified(s) {
+                    return Err(Violation::ReadDropped(action.clone()));
+                }
+                // A write side still open is given up: only when nobody can read it.
+                let closed_by_user = s.close_requested && s.queued == 0;
+                let given_up = s.write && !s.write_ended && !s.write_cancel_sent && !closed_by_user;
+                if given_up && !self.write_drop_justified(s) {
+                    return Err(Violation::WriteDropped(action.clone()));
+                }
+                let s = &mut self.streams[i];
                 s.closed = true;
+                s.read_ended |= s.read;
+                s.write_ended |= s.write;
+                s.queued = 0;
             }
             Action::SignalMain(sig) => {
                 if self.reaped.is_some() {
@@ -392,7 +624,7 @@ impl Checker {
                 if self.reaped != Some(status) || self.spawn_failed.is_some() {
                     return Err(Violation::ExitedWithoutReap(status));
                 }
-                if let Some(s) = self.streams.iter().find(|s| !s.closed) {
+                if let Some(s) = self.streams.iter().find(|s| s.read && !s.closed) {
                     return Err(Violation::ExitedBeforeEof(s.id));
                 }
                 self.exited = true;
@@ -511,7 +743,12 @@ impl Checker {
         if self.spawn_failed.is_none() && o.status != status {
             return bad("status");
         }
-        let bytes: Vec<(StreamId, u64)> = self.streams.iter().map(|s| (s.id, s.bytes)).collect();
+        let bytes: Vec<(StreamId, u64)> = self
+            .streams
+            .iter()
+            .filter(|s| s.read)
+            .map(|s| (s.id, s.bytes))
+            .collect();
         if o.stream_bytes != bytes {
             return bad("stream_bytes");
         }
@@ -571,8 +808,32 @@ impl Checker {
         if self.released {
             return Ok(());
         }
-        if let Some(s) = self.streams.iter().find(|s| !s.in_flight && !s.closed) {
-            return Err(Violation::StreamStuck(s.id));
+        for s in self.streams.iter().filter(|s| !s.closed) {
+            // A read side waits (neither in flight nor over) only while paused.
+            // (With a write in flight, a read side given up while paused awaits the write's
+            // cancellation before the close.)
+            let read_waits = s.read && !s.read_in_flight && !s.read_ended && !s.cancel_ever;
+            if read_waits && !self.paused && !s.write_in_flight {
+                return Err(Violation::StreamStuck(s.id));
+            }
+            // Both sides over and nothing in flight: it must have been closed.
+            let read_over = !s.read || (!s.read_in_flight && (s.read_ended || s.cancel_ever));
+            let write_over = !s.write || (!s.write_in_flight && s.write_ended);
+            if read_over && write_over {
+                return Err(Violation::StreamStuck(s.id));
+            }
+            if s.write && s.queued > 0 && !s.write_in_flight && !s.write_closed() {
+                return Err(Violation::WriteStuck(s.id));
+            }
+        }
+        if accepted && input == Some(Input::Pause) {
+            if let Some(s) = self
+                .streams
+                .iter()
+                .find(|s| s.read_in_flight && !s.stop_sent && !s.cancel_sent)
+            {
+                return Err(Violation::PauseIgnored(s.id));
+            }
         }
         if self.reaped.is_none() && !self.wait_in_flight {
             return Err(Violation::WaitStuck);
@@ -641,12 +902,34 @@ impl Checker {
     }
     /// The read on `id` is in flight.
     pub fn read_in_flight(&self, id: StreamId) -> bool {
-        self.stream(id).is_some_and(|s| s.in_flight)
+        self.stream(id).is_some_and(|s| s.read_in_flight)
     }
-    /// `Cancel(Op::Read(id))` was sent for the read in flight.
+    /// `Cancel(Op::Read(id))` or `StopRead(id)` was sent for the read in flight.
     pub fn read_cancel_sent(&self, id: StreamId) -> bool {
         self.stream(id)
-            .is_some_and(|s| s.in_flight && s.cancel_sent)
+            .is_some_and(|s| s.read_in_flight && (s.cancel_sent || s.stop_sent))
+    }
+    /// A write on `id` is in flight.
+    pub fn write_in_flight(&self, id: StreamId) -> bool {
+        self.stream(id).is_some_and(|s| s.write_in_flight)
+    }
+    /// `Cancel(Op::Write(id))` was sent for the write in flight.
+    pub fn write_cancel_sent(&self, id: StreamId) -> bool {
+        self.stream(id)
+            .is_some_and(|s| s.write_in_flight && s.write_cancel_sent)
+    }
+    /// Bytes queued for `id` and not yet written.
+    pub fn queued(&self, id: StreamId) -> u64 {
+        self.stream(id).map_or(0, |s| s.queued)
+    }
+    /// `id` takes more bytes to write.
+    pub fn writable(&self, id: StreamId) -> bool {
+        self.stream(id)
+            .is_some_and(|s| s.write && !s.write_closed())
+    }
+    /// Reads are paused by flow control.
+    pub fn paused(&self) -> bool {
+        self.paused
     }
     pub fn reaped(&self) -> Option<ExitStatus> {
         self.reaped

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::process::{Level, Process, ProcessState};
-use super::stream::{Stream, StreamState};
+use super::stream::{ReadState, Stream, WriteState};
 use super::timers::{TimerKind, Timers};
 use super::tree::{Tree, TreeState};
 use super::*;
@@ -24,6 +24,11 @@ pub struct TaskMachine {
     /// The strongest supervisor-side reason so far (termination, spawn failure); `None`
     /// means the task ends naturally and the reason comes from the exit status.
     reason: Option<Reason>,
+    /// Flow control: the application holds the task's whole budget; reads wait.
+    paused: bool,
+    /// The drain period left when it was suspended by a pause (the drain counts only time
+    /// during which the task could be read: a stalled consumer is not a pipe holder).
+    drain_left: Option<Duration>,
     /// `Emit(Exited)` was queued.
     exited: bool,
     /// The drain period ran out: reads still open are cancelled rather than awaited.
@@ -52,12 +57,18 @@ fn natural_reason(status: ExitStatus) -> Reason {
     }
 }
 
-/// `config.streams` without duplicates (first occurrence kept), as `Stream`s in `state`.
-fn streams_of(config: &TaskConfig, state: StreamState) -> Vec<Stream> {
-    let mut streams: Vec<Stream> = Vec::with_capacity(config.streams.len());
+/// The streams of `config` without duplicates (first occurrence kept): the read streams in
+/// their order (written too when also in `writable`), then the write-only ones.
+fn streams_of(config: &TaskConfig, read: ReadState) -> Vec<Stream> {
+    let mut streams: Vec<Stream> = Vec::with_capacity(config.streams.len() + config.writable.len());
     for &id in &config.streams {
         if !streams.iter().any(|s| s.id == id) {
-            streams.push(Stream::new(id, state));
+            streams.push(Stream::new(id, Some(read), config.writable.contains(&id)));
+        }
+    }
+    for &id in &config.writable {
+        if !streams.iter().any(|s| s.id == id) {
+            streams.push(Stream::new(id, None, true));
         }
     }
     streams
@@ -65,12 +76,17 @@ fn streams_of(config: &TaskConfig, state: StreamState) -> Vec<Stream> {
 
 impl TaskMachine {
     /// A machine for a freshly spawned process: queues `SubmitWait` and one `SubmitRead` per
-    /// stream, and arms the task timeout (`now + timeout`) if there is one.
+    /// read stream, and arms the task timeout (`now + timeout`) if there is one.
     pub fn new(config: TaskConfig, now: Instant) -> Self {
-        let streams = streams_of(&config, StreamState::Reading);
+        let streams = streams_of(&config, ReadState::Reading);
         let mut actions = VecDeque::with_capacity(streams.len() + 4);
         actions.push_back(Action::SubmitWait);
-        actions.extend(streams.iter().map(|s| Action::SubmitRead(s.id)));
+        actions.extend(
+            streams
+                .iter()
+                .filter(|s| s.read().is_some())
+                .map(|s| Action::SubmitRead(s.id)),
+        );
         let mut timers = Timers::default();
         if let Some(timeout) = config.timeout {
             timers.arm(TimerKind::Timeout, now.checked_add(timeout));
@@ -85,6 +101,8 @@ impl TaskMachine {
             tree: Tree::new(config.tree),
             timers,
             reason: None,
+            paused: false,
+            drain_left: None,
             exited: false,
             drain_over: false,
             released: false,
@@ -97,16 +115,23 @@ impl TaskMachine {
     /// `Emit(Done { reason: SpawnFailed(errno), status: Unknown, .. })` then `Release`, with
     /// nothing in flight, and rejects every later input with [`Rejected::AfterRelease`].
     pub fn spawn_failed(config: TaskConfig, errno: i32, now: Instant) -> Self {
+        let mut streams = streams_of(&config, ReadState::Ended);
+        for s in &mut streams {
+            s.set_write(WriteState::Ended);
+            s.closed = true;
+        }
         let mut machine = TaskMachine {
             created: now,
             grace: config.grace,
             drain: config.drain,
             after_exit: config.after_exit,
             process: Process::new(ProcessState::Reaped(ExitStatus::Unknown)),
-            streams: streams_of(&config, StreamState::Closed),
+            streams,
             tree: Tree::new(config.tree),
             timers: Timers::default(),
             reason: Some(Reason::SpawnFailed(errno)),
+            paused: false,
+            drain_left: None,
             exited: true,
             drain_over: false,
             released: false,
@@ -133,6 +158,13 @@ impl TaskMachine {
             Input::Signal(signal) => self.handle_signal(signal, now),
             Input::Terminate => self.handle_terminate(now),
             Input::Kill => self.handle_kill(now),
+            Input::Pause => self.handle_pause(now),
+            Input::Resume => self.handle_resume(now),
+            Input::Abort(stream) => self.handle_abort(stream, now),
+            Input::Write { stream, len } => self.handle_write(stream, len as usize, now),
+            Input::CloseStdin => self.handle_close_stdin(now),
+            Input::Written { stream, len } => self.handle_written(stream, len as usize, now),
+            Input::WriteFailed(stream, errno) => self.handle_write_failed(stream, errno, now),
         }
     }
 
@@ -157,8 +189,7 @@ impl TaskMachine {
             }
         }
         if self.after_exit == AfterExit::KillTree {
-            self.timers
-                .arm(TimerKind::Drain, now.checked_add(self.drain));
+            self.arm_drain(now);
         }
         self.update(now);
         Ok(())
@@ -166,7 +197,7 @@ impl TaskMachine {
 
     /// `len` bytes were read on `stream` (the driver emits them to the user itself).
     /// `more == false`: the read op ended after delivering them and is re-submitted (or, when
-    /// it was being cancelled, the stream is closed).
+    /// it was being cancelled, the stream ends; when stopped by flow control, it waits).
     pub fn handle_data(
         &mut self,
         stream: StreamId,
@@ -178,7 +209,7 @@ impl TaskMachine {
         let s = &mut self.streams[i];
         s.bytes = s.bytes.saturating_add(len as u64);
         if !more {
-            self.read_ended(i);
+            self.read_op_ended(i);
         }
         self.update(now);
         Ok(())
@@ -187,21 +218,22 @@ impl TaskMachine {
     /// The read on `stream` ended at end of file.
     pub fn handle_eof(&mut self, stream: StreamId, now: Instant) -> Result<(), Rejected> {
         let i = self.reading(stream)?;
-        self.close(i);
+        self.streams[i].set_read(ReadState::Ended);
         self.update(now);
         Ok(())
     }
 
     /// The read op on `stream` ended without data or EOF (`-ENOBUFS`, or the kernel stopped
-    /// the multishot read): re-submitted, or the stream closed when it was being cancelled.
+    /// the multishot read): re-submitted, or the stream ended when it was being cancelled,
+    /// or left waiting when stopped by flow control.
     pub fn handle_read_stopped(&mut self, stream: StreamId, now: Instant) -> Result<(), Rejected> {
         let i = self.reading(stream)?;
-        self.read_ended(i);
+        self.read_op_ended(i);
         self.update(now);
         Ok(())
     }
 
-    /// The read on `stream` failed with `errno`: the stream is closed.
+    /// The read on `stream` failed with `errno`: its read side ends.
     pub fn handle_io_error(
         &mut self,
         stream: StreamId,
@@ -210,18 +242,28 @@ impl TaskMachine {
     ) -> Result<(), Rejected> {
         let i = self.reading(stream)?;
         tracing::trace!(stream = stream.0, errno, "task stream: read error");
-        self.close(i);
+        self.streams[i].set_read(ReadState::Ended);
         self.update(now);
         Ok(())
     }
 
-    /// The op `op` ended cancelled (`-ECANCELED`). A read is then closed; the tree watch is
-    /// over; a cancelled `Wait` (the machine never asks for that) is re-submitted.
+    /// The op `op` ended cancelled (`-ECANCELED`). A read stopped by flow control then
+    /// waits for the resume; any other read ends; a write ends (its queued bytes are
+    /// dropped); the tree watch is over; a cancelled `Wait` (the machine never asks for that)
+    /// is re-submitted.
     pub fn handle_cancelled(&mut self, op: Op, now: Instant) -> Result<(), Rejected> {
         match op {
             Op::Read(stream) => {
                 let i = self.reading(stream)?;
-                self.close(i);
+                if self.streams[i].read() == Some(ReadState::Stopping) {
+                    self.read_op_ended(i);
+                } else {
+                    self.streams[i].set_read(ReadState::Ended);
+                }
+            }
+            Op::Write(stream) => {
+                let i = self.writing(stream)?;
+                self.end_write_op(i);
             }
             Op::Wait => {
                 self.check_live()?;
@@ -262,7 +304,8 @@ impl TaskMachine {
     /// Fires every deadline at or before `now`, in deadline order. Nothing due: a no-op.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Rejected> {
         self.check_live()?;
-        // Each timer is armed at most once in a machine's life, so this loop ends.
+        // Each timer is armed at most once at a time and fires once per arming; a fired timer
+        // is re-armed only by a later input, so this loop ends.
         while let Some(kind) = self.timers.next_due(now) {
             if self.released {
                 break;
@@ -271,7 +314,7 @@ impl TaskMachine {
             tracing::trace!(?kind, "task timer: fired");
             match kind {
                 TimerKind::Timeout => {
-                    if !self.settled() {
+                    if !self.finished() {
                         self.begin_terminate(Reason::TimedOut, now);
                     }
                 }
@@ -282,7 +325,7 @@ impl TaskMachine {
                 }
                 TimerKind::Drain => {
                     self.drain_over = true;
-                    if !self.settled() {
+                    if !self.finished() {
                         self.begin_terminate(Reason::DrainExpired, now);
                     }
                 }
@@ -311,10 +354,11 @@ impl TaskMachine {
     }
 
     /// The user asks to terminate the task: SIGTERM to the tree, SIGKILL after `grace`.
-    /// When everything is finished (reaped, streams closed, tree empty or killed): a no-op.
+    /// When everything is finished (reaped, streams read to the end, tree empty or killed):
+    /// a no-op.
     pub fn handle_terminate(&mut self, now: Instant) -> Result<(), Rejected> {
         self.check_live()?;
-        if !self.settled() {
+        if !self.finished() {
             self.begin_terminate(Reason::Terminated, now);
             self.update(now);
         }
@@ -322,14 +366,180 @@ impl TaskMachine {
     }
 
     /// The user asks to kill the task: SIGKILL to the tree at once.
-    /// When everything is finished (reaped, streams closed, tree empty or killed): a no-op.
+    /// When everything is finished (reaped, streams read to the end, tree empty or killed):
+    /// a no-op.
     pub fn handle_kill(&mut self, now: Instant) -> Result<(), Rejected> {
         self.check_live()?;
-        if !self.settled() {
+        if !self.finished() {
             self.set_reason(Reason::Terminated);
             self.begin_kill(now);
             self.update(now);
         }
+        Ok(())
+    }
+
+    /// Flow control: the application holds the task's whole budget of delivered data. Every
+    /// read in flight is stopped (`StopRead`) and no read is submitted until
+    /// [`handle_resume`](Self::handle_resume); the drain period stops counting. Already
+    /// paused: a no-op.
+    pub fn handle_pause(&mut self, now: Instant) -> Result<(), Rejected> {
+        self.check_live()?;
+        if self.paused {
+            return Ok(());
+        }
+        tracing::trace!("task: reads paused by flow control");
+        self.paused = true;
+        if let Some(at) = self.timers.deadline(TimerKind::Drain) {
+            self.drain_left = Some(at.saturating_duration_since(now));
+            self.timers.disarm(TimerKind::Drain);
+        }
+        for s in &mut self.streams {
+            if s.read() == Some(ReadState::Reading) {
+                s.set_read(ReadState::Stopping);
+                self.actions.push_back(Action::StopRead(s.id));
+            }
+        }
+        self.update(now);
+        Ok(())
+    }
+
+    /// Flow control: the application consumed enough; paused reads are submitted again and
+    /// the drain period counts again from where it stopped. Not paused: a no-op.
+    pub fn handle_resume(&mut self, now: Instant) -> Result<(), Rejected> {
+        self.check_live()?;
+        if !self.paused {
+            return Ok(());
+        }
+        tracing::trace!("task: reads resumed");
+        self.paused = false;
+        if let Some(left) = self.drain_left.take() {
+            self.timers.arm(TimerKind::Drain, now.checked_add(left));
+        }
+        for s in &mut self.streams {
+            if s.read() == Some(ReadState::Paused) {
+                s.set_read(ReadState::Reading);
+                self.actions.push_back(Action::SubmitRead(s.id));
+            }
+        }
+        self.update(now);
+        Ok(())
+    }
+
+    /// The stream's content is unusable (a frame over the maximum): its read is cancelled
+    /// and the stream closed, writes included. The task itself goes on.
+    pub fn handle_abort(&mut self, stream: StreamId, now: Instant) -> Result<(), Rejected> {
+        self.check_live()?;
+        let Some(i) = self.streams.iter().position(|s| s.id == stream) else {
+            return self.reject(Rejected::UnknownStream(stream));
+        };
+        if self.streams[i].read().is_none() {
+            return self.reject(Rejected::NotInFlight(Op::Read(stream)));
+        }
+        self.give_up_read(i);
+        self.update(now);
+        Ok(())
+    }
+
+    /// The user queued `len` bytes for `stream` (stdin or a framed channel); the driver keeps
+    /// the bytes, the machine the count. A write op is submitted unless one is in flight.
+    pub fn handle_write(
+        &mut self,
+        stream: StreamId,
+        len: usize,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        self.check_live()?;
+        let Some(i) = self.streams.iter().position(|s| s.id == stream) else {
+            return self.reject(Rejected::UnknownStream(stream));
+        };
+        if self.streams[i].write.is_none() {
+            return self.reject(Rejected::NotWritable(stream));
+        }
+        if !self.streams[i].writable() {
+            return self.reject(Rejected::WriteClosed(stream));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let s = &mut self.streams[i];
+        let idle = match &mut s.write {
+            Some(w) => {
+                w.queued = w.queued.saturating_add(len as u64);
+                w.state == WriteState::Idle
+            }
+            None => false,
+        };
+        if idle {
+            s.set_write(WriteState::Writing);
+            self.actions.push_back(Action::SubmitWrite(stream));
+        }
+        self.update(now);
+        Ok(())
+    }
+
+    /// The user closes stdin: once the queued bytes are written, the stream is closed (the
+    /// task reads EOF). Already closing or closed: a no-op.
+    pub fn handle_close_stdin(&mut self, now: Instant) -> Result<(), Rejected> {
+        self.check_live()?;
+        let stream = StreamId::STDIN;
+        let Some(i) = self.streams.iter().position(|s| s.id == stream) else {
+            return self.reject(Rejected::UnknownStream(stream));
+        };
+        let s = &mut self.streams[i];
+        let Some(w) = &mut s.write else {
+            return self.reject(Rejected::NotWritable(stream));
+        };
+        if s.closed || w.close_requested || w.state == WriteState::Ended {
+            return Ok(());
+        }
+        w.close_requested = true;
+        if w.state == WriteState::Idle {
+            s.set_write(WriteState::Ended);
+        }
+        self.update(now);
+        Ok(())
+    }
+
+    /// The write op on `stream` ended having written `len` bytes (maybe fewer than queued:
+    /// the rest is written by the next op).
+    pub fn handle_written(
+        &mut self,
+        stream: StreamId,
+        len: usize,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        let i = self.writing(stream)?;
+        let s = &mut self.streams[i];
+        let (state, queued, close_requested) = match &mut s.write {
+            Some(w) => {
+                w.queued = w.queued.saturating_sub(len as u64);
+                (w.state, w.queued, w.close_requested)
+            }
+            None => return Ok(()),
+        };
+        match state {
+            WriteState::Writing if queued > 0 => {
+                self.actions.push_back(Action::SubmitWrite(stream))
+            }
+            WriteState::Writing if !close_requested => s.set_write(WriteState::Idle),
+            _ => self.end_write_op(i),
+        }
+        self.update(now);
+        Ok(())
+    }
+
+    /// The write op on `stream` failed (`EPIPE`: nobody reads it any more): the write side
+    /// ends and its queued bytes are dropped.
+    pub fn handle_write_failed(
+        &mut self,
+        stream: StreamId,
+        errno: i32,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        let i = self.writing(stream)?;
+        tracing::trace!(stream = stream.0, errno, "task stream: write failed");
+        self.end_write_op(i);
+        self.update(now);
         Ok(())
     }
 
@@ -353,6 +563,11 @@ impl TaskMachine {
     /// nothing any more.
     pub fn is_released(&self) -> bool {
         self.released
+    }
+
+    /// Reads are paused by flow control.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// How many inputs were rejected as impossible in their state.
@@ -381,41 +596,116 @@ impl TaskMachine {
         self.check_live()?;
         match self.streams.iter().position(|s| s.id == stream) {
             None => self.reject(Rejected::UnknownStream(stream)),
-            Some(i) if !self.streams[i].in_flight() => {
+            Some(i) if !self.streams[i].read_in_flight() => {
                 self.reject(Rejected::NotInFlight(Op::Read(stream)))
             }
             Some(i) => Ok(i),
         }
     }
 
-    /// A read op on stream `i` ended without ending the stream: re-submit, unless cancelling.
-    fn read_ended(&mut self, i: usize) {
-        match self.streams[i].state() {
-            StreamState::Reading => self
-                .actions
-                .push_back(Action::SubmitRead(self.streams[i].id)),
-            StreamState::Cancelling => self.close(i),
-            StreamState::Closed => {}
+    /// The index of `stream`, whose write must be in flight.
+    fn writing(&mut self, stream: StreamId) -> Result<usize, Rejected> {
+        self.check_live()?;
+        match self.streams.iter().position(|s| s.id == stream) {
+            None => self.reject(Rejected::UnknownStream(stream)),
+            Some(i) if !self.streams[i].write_in_flight() => {
+                self.reject(Rejected::NotInFlight(Op::Write(stream)))
+            }
+            Some(i) => Ok(i),
         }
     }
 
-    fn close(&mut self, i: usize) {
+    /// A read op on stream `i` ended without ending the stream: re-submit, unless paused
+    /// (then wait for the resume) or cancelling (then the read side ends).
+    fn read_op_ended(&mut self, i: usize) {
         let s = &mut self.streams[i];
-        if s.state() != StreamState::Closed {
-            s.set_state(StreamState::Closed);
-            self.actions.push_back(Action::Close(s.id));
+        match s.read() {
+            Some(ReadState::Reading | ReadState::Stopping) if self.paused => {
+                s.set_read(ReadState::Paused)
+            }
+            Some(ReadState::Reading | ReadState::Stopping) => {
+                s.set_read(ReadState::Reading);
+                self.actions.push_back(Action::SubmitRead(s.id));
+            }
+            Some(ReadState::Cancelling) => s.set_read(ReadState::Ended),
+            Some(ReadState::Paused | ReadState::Ended) | None => {}
         }
+    }
+
+    /// Stops reading stream `i` for good: the op in flight is cancelled (a stopped one too:
+    /// the cancellation then makes sure it ends), a paused side just ends.
+    fn give_up_read(&mut self, i: usize) {
+        let s = &mut self.streams[i];
+        match s.read() {
+            Some(ReadState::Reading | ReadState::Stopping) => {
+                s.set_read(ReadState::Cancelling);
+                self.actions.push_back(Action::Cancel(Op::Read(s.id)));
+            }
+            Some(ReadState::Paused) => s.set_read(ReadState::Ended),
+            Some(ReadState::Cancelling | ReadState::Ended) | None => {}
+        }
+    }
+
+    /// The write op on stream `i` ended for good (failed, cancelled, or completed while
+    /// being cancelled, or completed the queue of a stream the user closed).
+    fn end_write_op(&mut self, i: usize) {
+        let s = &mut self.streams[i];
+        if let Some(w) = &mut s.write {
+            w.queued = 0;
+        }
+        s.set_write(WriteState::Ended);
+    }
+
+    /// Stops writing stream `i`: nobody can read what is queued. A write in flight is
+    /// cancelled and awaited; otherwise the side ends at once.
+    fn give_up_write(&mut self, i: usize) {
+        let s = &mut self.streams[i];
+        match s.write.as_ref().map(|w| w.state) {
+            Some(WriteState::Idle) => self.end_write_op(i),
+            Some(WriteState::Writing) => {
+                s.set_write(WriteState::Cancelling);
+                self.actions.push_back(Action::Cancel(Op::Write(s.id)));
+            }
+            Some(WriteState::Cancelling | WriteState::Ended) | None => {}
+        }
+    }
+
+    /// Every read side has ended (EOF, error, cancellation).
+    fn reads_done(&self) -> bool {
+        self.streams.iter().all(Stream::read_done)
+    }
+
+    /// Every stream that is read was closed (all output was delivered).
+    fn reads_closed(&self) -> bool {
+        self.streams.iter().all(|s| s.read().is_none() || s.closed)
     }
 
     fn all_closed(&self) -> bool {
-        self.streams
-            .iter()
-            .all(|s| s.state() == StreamState::Closed)
+        self.streams.iter().all(|s| s.closed)
     }
 
-    /// Nothing is left to stop: reaped, every stream closed, tree empty or killed.
-    fn settled(&self) -> bool {
-        self.process.reaped().is_some() && self.all_closed() && self.tree.done()
+    /// Nothing is left to stop or read: reaped, every read side ended, tree empty or killed.
+    fn finished(&self) -> bool {
+        self.process.reaped().is_some() && self.reads_done() && self.tree.done()
+    }
+
+    /// Arms the drain period from `now`; while paused it waits, suspended, for the resume.
+    fn arm_drain(&mut self, now: Instant) {
+        if self.paused {
+            self.drain_left = Some(self.drain);
+        } else {
+            self.timers
+                .arm(TimerKind::Drain, now.checked_add(self.drain));
+        }
+    }
+
+    fn drain_pending(&self) -> bool {
+        self.timers.is_armed(TimerKind::Drain) || self.drain_left.is_some()
+    }
+
+    fn clear_timers(&mut self) {
+        self.timers.clear();
+        self.drain_left = None;
     }
 
     fn set_reason(&mut self, reason: Reason) {
@@ -457,12 +747,34 @@ impl TaskMachine {
         }
     }
 
-    /// Derives what follows from the current state: drain-until-EOF over, read
-    /// cancellation, `Exited`, `Done` and `Release`, disarming what can no longer matter.
+    /// Closes every stream whose sides are all over with nothing in flight; a duplex stream
+    /// whose read side ended stops writing first (the peer is gone).
+    fn close_finished_streams(&mut self) {
+        for i in 0..self.streams.len() {
+            let s = &self.streams[i];
+            if s.closed {
+                continue;
+            }
+            if s.read().is_some() && s.read_done() && !s.write_done() {
+                self.give_up_write(i);
+            }
+            let s = &mut self.streams[i];
+            if s.read_done() && s.write_done() && !s.read_in_flight() && !s.write_in_flight() {
+                s.closed = true;
+                tracing::trace!(stream = s.id.0, "task stream: closed");
+                self.actions.push_back(Action::Close(s.id));
+            }
+        }
+    }
+
+    /// Derives what follows from the current state: streams closed, drain-until-EOF over,
+    /// read cancellation, writes given up, `Exited`, `Done` and `Release`, disarming what
+    /// can no longer matter.
     fn update(&mut self, now: Instant) {
         if self.released {
             return;
         }
+        self.close_finished_streams();
         let Some(status) = self.process.reaped() else {
             return;
         };
@@ -473,7 +785,7 @@ impl TaskMachine {
         // Drain until EOF: every stream reached EOF, but the probe found the tree occupied and
         // nothing will tell when it empties. The drain is over: terminate what remains.
         if self.after_exit == AfterExit::DrainUntilEof
-            && self.all_closed()
+            && self.reads_done()
             && self.tree.state() == TreeState::Occupied
             && !self.tree.done()
         {
@@ -482,24 +794,28 @@ impl TaskMachine {
         // Ending (terminated, timed out, drain expired), the process reaped and the tree empty
         // or killed. A tree known empty has no writer left: its pipes reach EOF by themselves
         // and their last bytes are still delivered, so the reads are awaited, for at most the
-        // drain period (a pipe end passed outside the tree). A tree killed but not seen empty,
-        // or a drain period that ran out: cancel the reads.
-        if self.reason.is_some() && self.tree.done() && !self.all_closed() {
+        // drain period (a pipe end passed outside the tree), which does not count while the
+        // application holds the task's budget. A tree killed but not seen empty, or a drain
+        // period that ran out: cancel the reads.
+        if self.reason.is_some() && self.tree.done() && !self.reads_done() {
             if self.tree.known_empty() && !self.drain_over {
-                if !self.timers.is_armed(TimerKind::Drain) {
-                    self.timers
-                        .arm(TimerKind::Drain, now.checked_add(self.drain));
+                if !self.drain_pending() {
+                    self.arm_drain(now);
                 }
-                return;
-            }
-            for s in &mut self.streams {
-                if s.state() == StreamState::Reading {
-                    s.set_state(StreamState::Cancelling);
-                    self.actions.push_back(Action::Cancel(Op::Read(s.id)));
+            } else {
+                for i in 0..self.streams.len() {
+                    self.give_up_read(i);
                 }
             }
         }
-        if !self.all_closed() {
+        // Nobody is left to read stdin (or a channel whose read side is still open).
+        if self.finished() {
+            for i in 0..self.streams.len() {
+                self.give_up_write(i);
+            }
+        }
+        self.close_finished_streams();
+        if !self.reads_closed() {
             return;
         }
         if !self.exited {
@@ -507,8 +823,8 @@ impl TaskMachine {
             self.actions.push_back(Action::Emit(Notice::Exited(status)));
         }
         if self.tree.done() {
-            self.timers.clear();
-            if !self.tree.watch_in_flight() {
+            self.clear_timers();
+            if !self.tree.watch_in_flight() && self.all_closed() {
                 self.release(status, now);
             }
         }
@@ -520,12 +836,17 @@ impl TaskMachine {
             reason: self.reason.unwrap_or(natural_reason(status)),
             status,
             duration: now.saturating_duration_since(self.created),
-            stream_bytes: self.streams.iter().map(|s| (s.id, s.bytes)).collect(),
+            stream_bytes: self
+                .streams
+                .iter()
+                .filter(|s| s.read().is_some())
+                .map(|s| (s.id, s.bytes))
+                .collect(),
             tree_signalled: self.tree.signalled.is_some(),
             descendants_killed: 0,
         };
         tracing::trace!(?outcome, "task: done, release");
-        self.timers.clear();
+        self.clear_timers();
         self.released = true;
         self.actions.push_back(Action::Emit(Notice::Done(outcome)));
         self.actions.push_back(Action::Release);

@@ -14,10 +14,14 @@
 //! - **process** (`process.rs`): `Running` → `Stopping { level: Term | Kill }` (the tree was
 //!   signalled while it runs) → `Reaped(status)`. The `Wait` op is in flight until the reap;
 //!   a second [`TaskMachine::handle_process_exited`] is [`Rejected::AlreadyReaped`].
-//! - **streams** (`stream.rs`), one per entry of [`TaskConfig::streams`] (duplicates ignored):
-//!   `Reading` (a read op in flight) → `Cancelling` (`Cancel(Op::Read)` sent, the op still in
-//!   flight) → `Closed`; or `Reading` → `Closed` on EOF, I/O error or cancellation. `Close(s)`
-//!   is emitted exactly once, when the read op has ended for good.
+//! - **streams** (`stream.rs`), one per id of [`TaskConfig::streams`] and
+//!   [`TaskConfig::writable`] (duplicates ignored), each with a read side, a write side or
+//!   both (a framed channel). Read side: `Reading` (a read op in flight) → `Cancelling`
+//!   (`Cancel(Op::Read)` sent, the op still in flight) → `Ended`, or `Reading` → `Ended` on
+//!   EOF, I/O error or cancellation; flow control adds `Reading` → `Stopping` (`StopRead`
+//!   sent) → `Paused` → `Reading`. Write side: `Idle` ⇄ `Writing` (`SubmitWrite`, op in
+//!   flight) → (`Cancelling`) → `Ended`, with the count of bytes queued. `Close(s)` is
+//!   emitted exactly once, when every side of the stream has ended with no op in flight.
 //! - **tree** (`tree.rs`): `Unwatched` → `Watching` (`WatchTree` emitted, [`Op::TreeWatch`] in
 //!   flight) → (`CancellingWatch`) → `Occupied` | `Empty`; plus the strongest signal sent to
 //!   it and whether it counts as killed.
@@ -29,7 +33,7 @@
 //!
 //! # Semantics
 //!
-//! - [`TaskMachine::new`] queues `SubmitWait` and one `SubmitRead(s)` per stream and arms the
+//! - [`TaskMachine::new`] queues `SubmitWait` and one `SubmitRead(s)` per read stream and arms the
 //!   timeout at `now + timeout`. [`TaskMachine::spawn_failed`] yields
 //!   `Emit(Done { reason: SpawnFailed(errno), status: Unknown, .. })` then `Release`, with
 //!   nothing in flight and no `Exited`.
@@ -40,10 +44,28 @@
 //!   `handle_eof`, `handle_io_error` and `handle_cancelled(Op::Read(s))` end the stream:
 //!   `Close(s)`. A completion for a stream whose read is not in flight is
 //!   [`Rejected::NotInFlight`]; for a stream not in the config, [`Rejected::UnknownStream`].
-//! - `Emit(Exited(status))` comes once the process is reaped **and** every stream is closed,
-//!   so all output precedes it ("exit before EOF waits for EOF"). `Emit(Done)` follows once
-//!   the tree is also done (empty or killed) and no op is in flight, then `Release`, and
-//!   nothing after. After `Release` every input is [`Rejected::AfterRelease`].
+//!   `handle_abort(s)` (a frame over the maximum) cancels the read and closes the stream.
+//! - Flow control: `handle_pause` (the application holds the task's whole budget of
+//!   delivered data) sends `StopRead(s)` for every read in flight; a stopped read that ends
+//!   (`Cancelled`, `ReadStopped`, data without `more`) waits, and no `SubmitRead` goes out
+//!   until `handle_resume`, which resubmits them. While paused the drain period does not
+//!   count (it is suspended and resumed with the time it had left): a stalled consumer never
+//!   makes a drain expire. Nothing read is ever dropped by a pause; a paused read is given up
+//!   only where a running one would be cancelled (below).
+//! - Writes (stdin, framed channels): `handle_write(s, len)` queues `len` bytes (the driver
+//!   keeps them) and sends `SubmitWrite(s)` unless a write is in flight; `handle_written(s,
+//!   n)` (partial writes are normal) submits the next unless the queue is empty.
+//!   `handle_close_stdin` closes stdin once its queue is written. `handle_write_failed`
+//!   (`EPIPE`) ends the write side and drops its queue. A write side is given up (the op
+//!   cancelled and awaited, the queue dropped) when nobody can read it any more: a duplex
+//!   stream whose read side ended, or any stream once the process is reaped, every read side
+//!   ended and the tree empty or killed. A write to a closed side is
+//!   [`Rejected::WriteClosed`].
+//! - `Emit(Exited(status))` comes once the process is reaped **and** every read stream is
+//!   closed, so all output precedes it ("exit before EOF waits for EOF"). `Emit(Done)`
+//!   follows once the tree is also done (empty or killed), every stream (stdin too) is closed
+//!   and no op is in flight, then `Release`, and nothing after. After `Release` every input
+//!   is [`Rejected::AfterRelease`].
 //! - Tree: with [`TreeWatch::None`] the tree counts as empty once the process is reaped.
 //!   Otherwise the reap emits `WatchTree` once (unless the tree already counts as killed).
 //!   `ProbeOnce`: the driver answers `handle_tree_empty` or `handle_tree_occupied`; the watch
@@ -96,7 +118,8 @@ pub use machine::TaskMachine;
 pub const SIGTERM: i32 = 15;
 pub const SIGKILL: i32 = 9;
 
-/// A stream of a task: 0 is stdout, 1 is stderr, `2 + k` is the k-th extra channel.
+/// A stream of a task: 0 is stdout, 1 is stderr, `2 + k` is the k-th extra channel (raw
+/// channels first, then framed ones), 255 is stdin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct StreamId(pub u8);
@@ -104,6 +127,8 @@ pub struct StreamId(pub u8);
 impl StreamId {
     pub const STDOUT: StreamId = StreamId(0);
     pub const STDERR: StreamId = StreamId(1);
+    /// The task's stdin (written by the supervisor, never read).
+    pub const STDIN: StreamId = StreamId(255);
     /// The k-th extra channel (socketpair) of a task.
     pub const fn channel(k: u8) -> StreamId {
         StreamId(2 + k)
@@ -128,6 +153,8 @@ pub enum ExitStatus {
 pub enum Op {
     /// A (possibly multishot) read on a stream.
     Read(StreamId),
+    /// A write of queued bytes to a stream (stdin, a framed channel).
+    Write(StreamId),
     /// Waiting for the main process to exit (pidfd poll + reap).
     Wait,
     /// Watching the tree until it is empty (cgroup `populated 0`).
@@ -162,6 +189,9 @@ pub enum AfterExit {
 pub struct TaskConfig {
     /// The streams the driver reads, in any order, without duplicates.
     pub streams: Vec<StreamId>,
+    /// The streams the driver writes (stdin, framed channels). One that is also in
+    /// `streams` is a single descriptor read and written (a socketpair channel).
+    pub writable: Vec<StreamId>,
     pub timeout: Option<Duration>,
     pub grace: Duration,
     pub drain: Duration,
@@ -216,6 +246,12 @@ pub enum Notice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     SubmitRead(StreamId),
+    /// Flow control: end the read op in flight on this stream early (like a cancellation),
+    /// without ending the stream; a `SubmitRead` follows once the task is resumed.
+    StopRead(StreamId),
+    /// Write (some of) the bytes queued for this stream; the driver answers `Written` with
+    /// how many went out, or `WriteFailed`.
+    SubmitWrite(StreamId),
     SubmitWait,
     WatchTree,
     SignalMain(i32),
@@ -237,6 +273,10 @@ pub enum Rejected {
     NotInFlight(Op),
     #[error("the process was already reaped")]
     AlreadyReaped,
+    #[error("stream {0:?} is not written by the supervisor")]
+    NotWritable(StreamId),
+    #[error("stream {0:?} is closed for writing")]
+    WriteClosed(StreamId),
 }
 
 /// One input to the machine: a completion, a timer tick or a user request, as fed by
@@ -273,4 +313,18 @@ pub enum Input {
     Terminate,
     /// [`TaskMachine::handle_kill`].
     Kill,
+    /// [`TaskMachine::handle_pause`].
+    Pause,
+    /// [`TaskMachine::handle_resume`].
+    Resume,
+    /// [`TaskMachine::handle_abort`].
+    Abort(StreamId),
+    /// [`TaskMachine::handle_write`].
+    Write { stream: StreamId, len: u32 },
+    /// [`TaskMachine::handle_close_stdin`].
+    CloseStdin,
+    /// [`TaskMachine::handle_written`].
+    Written { stream: StreamId, len: u32 },
+    /// [`TaskMachine::handle_write_failed`].
+    WriteFailed(StreamId, i32),
 }

@@ -18,9 +18,13 @@ use super::{AfterExit, ExitStatus, Input, Op, StreamId, TaskConfig, TreeWatch, S
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Setup {
-    /// `streams % 5` streams, ids `0..n`; inputs name stream ids modulo `n + 1` (so id `n`
-    /// is an unknown stream).
+    /// `streams % 5` read streams, ids `0..n`; inputs name stream ids modulo `n + 2` (id `n`
+    /// is an unknown stream, id `n + 1` stands for stdin).
     pub streams: u8,
+    /// The last `duplex % (n + 1)` read streams are written too (framed channels).
+    pub duplex: u8,
+    /// Stdin is captured: a write-only stream.
+    pub stdin: bool,
     pub timeout_ms: Option<u16>,
     pub grace_ms: u16,
     pub drain_ms: u16,
@@ -52,6 +56,10 @@ pub struct Finish {
     pub probe_occupied: bool,
     /// Reads end with an I/O error instead of EOF.
     pub io_error: bool,
+    /// Writes fail (`EPIPE`) instead of completing.
+    pub write_fails: bool,
+    /// Writes complete half of what is queued at a time.
+    pub partial_writes: bool,
     /// The status of an exit not caused by SIGKILL.
     pub status: ExitStatus,
 }
@@ -94,8 +102,15 @@ impl Setup {
     }
 
     pub fn config(&self) -> TaskConfig {
+        let n = self.stream_count();
+        let duplex = self.duplex % (n + 1);
+        let mut writable: Vec<StreamId> = (n - duplex..n).map(StreamId).collect();
+        if self.stdin {
+            writable.push(StreamId::STDIN);
+        }
         TaskConfig {
-            streams: (0..self.stream_count()).map(StreamId).collect(),
+            streams: (0..n).map(StreamId).collect(),
+            writable,
             timeout: self.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             grace: Duration::from_millis(self.grace_ms.into()),
             drain: Duration::from_millis(self.drain_ms.into()),
@@ -104,10 +119,13 @@ impl Setup {
         }
     }
 
-    /// Maps the stream ids of `input` into `0..=n`.
+    /// Maps the stream ids of `input` into `0..=n` and stdin.
     fn fix(&self, input: Input) -> Input {
         let n = self.stream_count();
-        let fix = |s: StreamId| StreamId(s.0 % (n + 1));
+        let fix = |s: StreamId| match s.0 % (n + 2) {
+            k if k == n + 1 => StreamId::STDIN,
+            k => StreamId(k),
+        };
         match input {
             Input::Data { stream, len, more } => Input::Data {
                 stream: fix(stream),
@@ -118,6 +136,17 @@ impl Setup {
             Input::ReadStopped(s) => Input::ReadStopped(fix(s)),
             Input::IoError(s, e) => Input::IoError(fix(s), e),
             Input::Cancelled(Op::Read(s)) => Input::Cancelled(Op::Read(fix(s))),
+            Input::Cancelled(Op::Write(s)) => Input::Cancelled(Op::Write(fix(s))),
+            Input::Abort(s) => Input::Abort(fix(s)),
+            Input::Write { stream, len } => Input::Write {
+                stream: fix(stream),
+                len,
+            },
+            Input::Written { stream, len } => Input::Written {
+                stream: fix(stream),
+                len,
+            },
+            Input::WriteFailed(s, e) => Input::WriteFailed(fix(s), e),
             other => other,
         }
     }
@@ -201,9 +230,32 @@ fn next_finishing_input(
         };
         return Some(Input::ProcessExited(status));
     }
-    // The cancellations the machine asked for complete.
+    // The cancellations (and flow-control stops) the machine asked for complete.
     if let Some(s) = k.stream_ids().find(|&s| k.read_cancel_sent(s)) {
         return Some(Input::Cancelled(Op::Read(s)));
+    }
+    if let Some(s) = k.stream_ids().find(|&s| k.write_cancel_sent(s)) {
+        return Some(Input::Cancelled(Op::Write(s)));
+    }
+    // The application catches up with its events.
+    if k.paused() {
+        return Some(Input::Resume);
+    }
+    // Writes in flight end.
+    if let Some(s) = k.stream_ids().find(|&s| k.write_in_flight(s)) {
+        if finish.write_fails {
+            return Some(Input::WriteFailed(s, 32));
+        }
+        let queued = k.queued(s);
+        let len = if finish.partial_writes && queued > 1 {
+            queued / 2
+        } else {
+            queued
+        };
+        return Some(Input::Written {
+            stream: s,
+            len: len.min(u64::from(u32::MAX)) as u32,
+        });
     }
     if k.watch_cancel_sent() {
         return Some(Input::Cancelled(Op::TreeWatch));
@@ -284,6 +336,8 @@ pub fn random_scenario(seed: u64) -> Scenario {
     let n = [0u8, 1, 2, 2, 3, 4][r.below(6) as usize];
     let setup = Setup {
         streams: n,
+        duplex: r.below(3) as u8,
+        stdin: r.chance(40),
         timeout_ms: r.chance(40).then(|| r.below(20_000) as u16),
         grace_ms: if r.chance(10) {
             0
@@ -308,6 +362,8 @@ pub fn random_scenario(seed: u64) -> Scenario {
         pipes_stubborn: r.chance(30),
         probe_occupied: r.chance(30),
         io_error: r.chance(10),
+        write_fails: r.chance(15),
+        partial_writes: r.chance(30),
         status: random_status(&mut r),
     };
     let len = r.below(48) as usize;
@@ -318,8 +374,8 @@ pub fn random_scenario(seed: u64) -> Scenario {
             7 | 8 => r.below(2_000),
             _ => r.below(20_000),
         } as u16;
-        let stream = StreamId(r.below(u64::from(n) + 1) as u8);
-        let input = match r.below(100) {
+        let stream = StreamId(r.below(u64::from(n) + 2) as u8);
+        let input = match r.below(130) {
             0..=24 => Input::Data {
                 stream,
                 len: r.below(65_536) as u32,
@@ -328,9 +384,10 @@ pub fn random_scenario(seed: u64) -> Scenario {
             25..=34 => Input::Eof(stream),
             35..=38 => Input::ReadStopped(stream),
             39..=41 => Input::IoError(stream, 5),
-            42..=46 => Input::Cancelled(match r.below(4) {
+            42..=46 => Input::Cancelled(match r.below(5) {
                 0 => Op::Wait,
                 1 => Op::TreeWatch,
+                2 => Op::Write(stream),
                 _ => Op::Read(stream),
             }),
             47..=55 => Input::ProcessExited(random_status(&mut r)),
@@ -339,7 +396,20 @@ pub fn random_scenario(seed: u64) -> Scenario {
             65..=82 => Input::Timeout,
             83..=86 => Input::Signal(r.below(32) as i32),
             87..=93 => Input::Terminate,
-            _ => Input::Kill,
+            94..=99 => Input::Kill,
+            100..=106 => Input::Pause,
+            107..=112 => Input::Resume,
+            113 => Input::Abort(stream),
+            114..=119 => Input::Write {
+                stream,
+                len: r.below(100_000) as u32,
+            },
+            120..=121 => Input::CloseStdin,
+            122..=127 => Input::Written {
+                stream,
+                len: r.below(100_000) as u32,
+            },
+            _ => Input::WriteFailed(stream, 32),
         };
         steps.push(Step { advance_ms, input });
     }

@@ -11,6 +11,7 @@ const S1: StreamId = StreamId::STDERR;
 fn config(tree: TreeWatch, after_exit: AfterExit) -> TaskConfig {
     TaskConfig {
         streams: vec![S0, S1],
+        writable: vec![],
         timeout: None,
         grace: Duration::from_secs(5),
         drain: Duration::from_secs(1),
@@ -690,4 +691,249 @@ fn a_terminated_tasks_last_output_is_awaited_once_its_tree_is_empty() {
     assert_eq!(o.reason, Reason::Terminated);
     assert_eq!(o.stream_bytes[0], (S0, 100));
     t.c.finish().unwrap();
+}
+
+// ----- flow control -----
+
+#[test]
+fn pause_stops_every_read_and_resume_submits_them_again() {
+    let (mut t, _) = T::new(basic());
+    assert_eq!(
+        t.feed(Input::Pause),
+        vec![Action::StopRead(S0), Action::StopRead(S1)]
+    );
+    assert!(t.m().is_paused());
+    // A pause while paused changes nothing.
+    assert!(t.feed(Input::Pause).is_empty());
+    // Data still in flight is accounted; the stopped read ends without a resubmit.
+    assert!(t.feed(data(S0, 7, true)).is_empty());
+    assert!(t.feed(Input::Cancelled(Op::Read(S0))).is_empty());
+    assert!(t.feed(data(S1, 3, false)).is_empty());
+    let (r, _) = t.try_feed(Input::Eof(S0));
+    assert_eq!(r, Err(Rejected::NotInFlight(Op::Read(S0))));
+    assert_eq!(
+        t.feed(Input::Resume),
+        vec![Action::SubmitRead(S0), Action::SubmitRead(S1)]
+    );
+    assert!(t.feed(Input::Resume).is_empty());
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    let a = t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(T::outcome(&a).stream_bytes, vec![(S0, 7), (S1, 3)]);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn a_resume_while_a_read_is_stopping_resubmits_it_when_it_ends() {
+    let (mut t, _) = T::new(basic());
+    t.feed(Input::Pause);
+    assert!(t.feed(Input::Resume).is_empty());
+    assert_eq!(
+        t.feed(Input::Cancelled(Op::Read(S0))),
+        vec![Action::SubmitRead(S0)]
+    );
+    assert_eq!(t.feed(Input::ReadStopped(S1)), vec![Action::SubmitRead(S1)]);
+}
+
+#[test]
+fn a_stalled_consumer_does_not_make_the_drain_expire() {
+    // The main process exits while the application holds the task's budget: the drain
+    // (1 s) counts only unpaused time, so a 30 s stall does not end the task.
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::Pause);
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    t.at(0.5);
+    assert_eq!(
+        t.feed(Input::ProcessExited(ExitStatus::Code(0))),
+        vec![Action::WatchTree]
+    );
+    assert_eq!(t.m().poll_timeout(), None);
+    assert!(t.tick(30.0).is_empty());
+    // Resumed at 30 s: 1 s of drain left.
+    t.at(30.0);
+    assert_eq!(t.feed(Input::Resume), vec![Action::SubmitRead(S0)]);
+    assert_eq!(t.m().poll_timeout(), Some(t.t0 + Duration::from_secs(31)));
+    // Paused again at 30.4 s for 10 s: 0.6 s left from the resume at 40.4 s.
+    t.at(30.4);
+    assert_eq!(t.feed(Input::Pause), vec![Action::StopRead(S0)]);
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    t.at(40.4);
+    t.feed(Input::Resume);
+    assert_eq!(
+        t.m().poll_timeout(),
+        Some(t.t0 + Duration::from_secs_f64(41.0))
+    );
+    // The descendant really holds the pipe: the drain expires, the tree is terminated.
+    assert_eq!(t.tick(41.0), vec![Action::SignalTree(SIGTERM)]);
+    t.feed(Input::TreeEmpty);
+    let a = t.feed(Input::Eof(S0));
+    assert_eq!(T::outcome(&a).reason, Reason::DrainExpired);
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn a_paused_task_that_ends_keeps_its_output_until_resumed() {
+    // Terminated while paused, tree empty: the pipes' last bytes wait for the application
+    // (no drain runs while paused), then are read to EOF.
+    let (mut t, _) = T::new(config(TreeWatch::Notifies, AfterExit::KillTree));
+    t.feed(Input::Pause);
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    t.feed(Input::Cancelled(Op::Read(S1)));
+    t.at(1.0);
+    t.feed(Input::Terminate);
+    t.feed(Input::ProcessExited(ExitStatus::Signal(SIGTERM)));
+    assert!(t.feed(Input::TreeEmpty).is_empty());
+    assert!(t.tick(100.0).is_empty());
+    t.at(100.0);
+    assert_eq!(
+        t.feed(Input::Resume),
+        vec![Action::SubmitRead(S0), Action::SubmitRead(S1)]
+    );
+    t.feed(data(S0, 5, true));
+    t.feed(Input::Eof(S0));
+    let a = t.feed(Input::Eof(S1));
+    let o = T::outcome(&a);
+    assert_eq!(o.reason, Reason::Terminated);
+    assert_eq!(o.stream_bytes[0], (S0, 5));
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn a_killed_tree_not_seen_empty_gives_up_paused_reads() {
+    let (mut t, _) = T::new(config(TreeWatch::ProbeOnce, AfterExit::KillTree));
+    t.feed(Input::Pause);
+    t.feed(Input::Cancelled(Op::Read(S0)));
+    t.feed(Input::Cancelled(Op::Read(S1)));
+    t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    t.feed(Input::TreeOccupied);
+    // SIGKILL to a tree nothing will report empty: the paused reads end without an op.
+    let a = t.feed(Input::Kill);
+    assert_eq!(
+        a[..3],
+        [
+            Action::SignalTree(SIGKILL),
+            Action::Close(S0),
+            Action::Close(S1)
+        ]
+    );
+    assert_eq!(a.last(), Some(&Action::Release));
+    t.c.finish().unwrap();
+}
+
+// ----- stdin and channels -----
+
+const IN: StreamId = StreamId::STDIN;
+const CH: StreamId = StreamId(2);
+
+fn with_stdin_and_channel() -> TaskConfig {
+    let mut cfg = basic();
+    cfg.streams.push(CH);
+    cfg.writable = vec![IN, CH];
+    cfg
+}
+
+#[test]
+fn writes_are_queued_partial_writes_continue_and_close_waits_for_the_queue() {
+    let (mut t, a) = T::new(with_stdin_and_channel());
+    assert!(!a.contains(&Action::SubmitRead(IN)));
+    assert_eq!(
+        t.feed(Input::Write {
+            stream: IN,
+            len: 10
+        }),
+        vec![Action::SubmitWrite(IN)]
+    );
+    // Queued behind the write in flight.
+    assert!(t.feed(Input::Write { stream: IN, len: 5 }).is_empty());
+    assert!(t.feed(Input::CloseStdin).is_empty());
+    let (r, _) = t.try_feed(Input::Write { stream: IN, len: 1 });
+    assert_eq!(r, Err(Rejected::WriteClosed(IN)));
+    assert_eq!(
+        t.feed(Input::Written { stream: IN, len: 4 }),
+        vec![Action::SubmitWrite(IN)]
+    );
+    assert_eq!(
+        t.feed(Input::Written {
+            stream: IN,
+            len: 11
+        }),
+        vec![Action::Close(IN)]
+    );
+    let (r, _) = t.try_feed(Input::Written { stream: IN, len: 1 });
+    assert_eq!(r, Err(Rejected::NotInFlight(Op::Write(IN))));
+    let (r, _) = t.try_feed(Input::Write { stream: S0, len: 1 });
+    assert_eq!(r, Err(Rejected::NotWritable(S0)));
+}
+
+#[test]
+fn a_broken_pipe_closes_stdin_and_the_task_goes_on() {
+    let (mut t, _) = T::new(with_stdin_and_channel());
+    t.feed(Input::Write {
+        stream: IN,
+        len: 10,
+    });
+    t.feed(Input::Write {
+        stream: IN,
+        len: 10,
+    });
+    assert_eq!(t.feed(Input::WriteFailed(IN, 32)), vec![Action::Close(IN)]);
+    let (r, _) = t.try_feed(Input::Write { stream: IN, len: 1 });
+    assert_eq!(r, Err(Rejected::WriteClosed(IN)));
+    // Closing a closed stdin is a no-op.
+    assert!(t.feed(Input::CloseStdin).is_empty());
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::Eof(CH));
+    let a = t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(T::outcome(&a).reason, Reason::Exited(0));
+}
+
+#[test]
+fn stdin_still_being_written_when_the_task_ends_is_cancelled_then_released() {
+    let (mut t, _) = T::new(with_stdin_and_channel());
+    t.feed(Input::Write {
+        stream: IN,
+        len: 1 << 20,
+    });
+    t.feed(Input::Eof(S0));
+    t.feed(Input::Eof(S1));
+    t.feed(Input::Eof(CH));
+    // A descendant outside the tree holds stdin and never reads it: the write would wait
+    // forever. Once the process is reaped and the tree empty, it is cancelled.
+    let a = t.feed(Input::ProcessExited(ExitStatus::Code(0)));
+    assert_eq!(a, vec![Action::Cancel(Op::Write(IN)), exited(0)]);
+    let a = t.feed(Input::Cancelled(Op::Write(IN)));
+    assert_eq!(a[0], Action::Close(IN));
+    assert_eq!(a.last(), Some(&Action::Release));
+    t.c.finish().unwrap();
+}
+
+#[test]
+fn a_channel_closed_by_the_child_stops_its_writes_and_an_aborted_one_is_cancelled() {
+    let (mut t, _) = T::new(with_stdin_and_channel());
+    assert_eq!(
+        t.feed(Input::Write { stream: CH, len: 8 }),
+        vec![Action::SubmitWrite(CH)]
+    );
+    // The child closed its end: the reply in flight is cancelled, then the channel closes.
+    assert_eq!(t.feed(Input::Eof(CH)), vec![Action::Cancel(Op::Write(CH))]);
+    let (r, _) = t.try_feed(Input::Write { stream: CH, len: 1 });
+    assert_eq!(r, Err(Rejected::WriteClosed(CH)));
+    assert_eq!(
+        t.feed(Input::Written { stream: CH, len: 8 }),
+        vec![Action::Close(CH)]
+    );
+
+    let (mut t, _) = T::new(with_stdin_and_channel());
+    // A frame over the maximum: the channel is aborted, the task goes on.
+    assert_eq!(t.feed(Input::Abort(CH)), vec![Action::Cancel(Op::Read(CH))]);
+    t.feed(data(CH, 100, true));
+    assert_eq!(
+        t.feed(Input::Cancelled(Op::Read(CH))),
+        vec![Action::Close(CH)]
+    );
+    assert!(t.feed(Input::Abort(CH)).is_empty());
+    let (r, _) = t.try_feed(Input::Abort(IN));
+    assert_eq!(r, Err(Rejected::NotInFlight(Op::Read(IN))));
 }

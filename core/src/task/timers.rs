@@ -43,6 +43,10 @@ impl Timers {
         }
     }
 
+    pub(super) fn deadline(&self, kind: TimerKind) -> Option<Instant> {
+        self.deadlines[kind as usize]
+    }
+
     pub(super) fn is_armed(&self, kind: TimerKind) -> bool {
         self.deadlines[kind as usize].is_some()
     }

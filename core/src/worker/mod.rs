@@ -9,12 +9,16 @@
 //! - hands each task's pidfd and stream ends to its driver (`driver`), which keeps them as
 //!   io_uring direct descriptors or in the epoll set;
 //! - turns completions into machine events and machine actions into driver operations; the
-//!   machine alone decides when a task's slot and descriptors are released.
+//!   machine alone decides when a task's slot and descriptors are released;
+//! - delivers output and messages as credited chunks, pausing a task's reads while the
+//!   application holds its whole budget (`shared`), and writes its stdin and channels.
 
-mod backpressure;
+pub(crate) mod buffers;
 pub(crate) mod cleanup_thread;
 pub(crate) mod driver;
 mod event_loop;
+pub(crate) mod framing;
+pub(crate) mod shared;
 pub(crate) mod spawner;
 mod timers;
 pub(crate) mod tree_watch;
@@ -43,11 +47,14 @@ use driver::uring::UringDriver;
 use driver::DriverStats;
 
 /// A request about one live task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
     Signal(i32),
     Terminate,
     Kill,
+    /// Queue bytes (a whole frame, for a channel) for a stream the supervisor writes.
+    Write(crate::task::StreamId, Vec<u8>),
+    CloseStdin,
 }
 
 pub(crate) enum Command {
@@ -57,15 +64,16 @@ pub(crate) enum Command {
         slot: u32,
         request: Request,
     },
+    /// The application consumed enough of a paused task's chunks: read it again.
+    Resume { id: TaskId, slot: u32 },
     /// Kill every task, wait for their `Done`, and stop.
     Shutdown,
 }
 
 /// What a successful spawn tells the caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Spawned {
-    pub(crate) slot: u32,
-    pub(crate) pid: i32,
+    pub(crate) shared: Arc<shared::TaskShared>,
 }
 
 /// Where events go.
@@ -78,6 +86,9 @@ pub(crate) enum EventSink {
 thread_local! {
     /// Set while this thread runs a user's `on_event` callback.
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On a worker thread: its `WorkerShared` (compared by address only).
+    static THIS_WORKER: std::cell::Cell<*const WorkerShared> =
+        const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// Whether the calling thread is inside an `on_event` callback (on a worker thread).
@@ -104,15 +115,6 @@ impl EventSink {
                 }
                 true
             }
-        }
-    }
-
-    /// Events queued and not yet received; `None` when the sink cannot fill up.
-    fn queued(&self) -> Option<usize> {
-        match self {
-            EventSink::Channel(tx) => Some(tx.len()),
-            // A callback runs on the worker: it is its own back-pressure.
-            EventSink::Callback(_) => None,
         }
     }
 }
@@ -154,6 +156,11 @@ impl WorkerShared {
     /// Queues a command and wakes the worker. Fails once the worker has stopped.
     pub(crate) fn send(&self, command: Command) -> Result<(), ()> {
         self.commands.send(command).map_err(drop)?;
+        // From the worker's own thread (an `on_event` callback replying to a message, a
+        // chunk dropped there) the loop takes its commands before it waits again: no wake-up.
+        if THIS_WORKER.with(|w| w.get()) == std::ptr::from_ref(self) {
+            return Ok(());
+        }
         // An eventfd write fails only if the counter would overflow, which a worker that
         // keeps reading it never lets happen; the command is queued either way.
         let _ = rustix::io::write(self.wake.as_fd(), &1u64.to_ne_bytes());
@@ -213,6 +220,8 @@ pub(crate) struct WorkerSetup {
     /// Typical tasks this worker can hold at once.
     pub(crate) capacity: usize,
     pub(crate) sink: EventSink,
+    /// Default budget of a task (bytes delivered and not yet consumed).
+    pub(crate) task_budget: usize,
     pub(crate) containment: Arc<PoolContainment>,
     pub(crate) cleanup: Arc<CleanupThread>,
     /// `/dev/null`, opened once per pool, for the children's stdio that goes nowhere.
@@ -289,19 +298,35 @@ fn run_thread(
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
 ) {
+    // Writes to stdin pipes run on this thread: a reader gone must be an EPIPE, never a
+    // SIGPIPE that ends the host process.
+    crate::sys::signals::block_sigpipe();
+    THIS_WORKER.with(|w| w.set(Arc::as_ptr(&shared)));
+    // A supervisor's loop runs briefly and often: prompt wake-ups, not long slices.
+    if let Err(e) = crate::sys::sched::request_short_slice(WORKER_SLICE) {
+        tracing::debug!(error = %e, "no short scheduler slice for the worker thread");
+    }
+    // Chunk buffers hold one read: the driver's read size.
+    let read_size = match setup.backend {
+        BackendKind::Uring => setup.sizes.buffer_size,
+        BackendKind::Epoll => driver::epoll::READ_SIZE,
+    };
+    let buffers = Arc::new(buffers::BufferPool::new(read_size, KEPT_BUFFERS));
     match setup.backend {
         BackendKind::Uring => match UringDriver::new(setup.sizes, wake) {
-            Ok(driver) => run_on(driver, setup, spawner, commands, shared, ready),
+            Ok(driver) => run_on(driver, setup, spawner, commands, shared, ready, buffers),
             Err(e) => {
                 let _ = ready.send(Err(e));
             }
         },
-        BackendKind::Epoll => match EpollDriver::new(setup.epoll_budget, wake) {
-            Ok(driver) => run_on(driver, setup, spawner, commands, shared, ready),
-            Err(e) => {
-                let _ = ready.send(Err(e));
+        BackendKind::Epoll => {
+            match EpollDriver::new(setup.epoll_budget, wake, Arc::clone(&buffers)) {
+                Ok(driver) => run_on(driver, setup, spawner, commands, shared, ready, buffers),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
             }
-        },
+        }
     }
 }
 
@@ -312,11 +337,18 @@ fn run_on<D: driver::Driver>(
     commands: crossbeam_channel::Receiver<Command>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
+    buffers: Arc<buffers::BufferPool>,
 ) {
     #[cfg(test)]
     if let Some(faults) = setup.faults.clone() {
         let driver = driver::faulty::Faulty::new(driver, faults);
-        return event_loop::run(driver, setup, spawner, commands, shared, ready);
+        return event_loop::run(driver, setup, spawner, commands, shared, ready, buffers);
     }
-    event_loop::run(driver, setup, spawner, commands, shared, ready)
+    event_loop::run(driver, setup, spawner, commands, shared, ready, buffers)
 }
+
+/// The scheduler slice a worker thread asks for (the shortest the kernel grants).
+const WORKER_SLICE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Unused chunk buffers a worker keeps for reuse (more are freed).
+const KEPT_BUFFERS: usize = 16;

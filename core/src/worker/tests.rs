@@ -68,7 +68,7 @@ fn stdout(events: &[Event]) -> Vec<u8> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Output { bytes, .. } => Some(bytes.clone()),
+            Event::Output { bytes, .. } => Some(bytes.to_vec()),
             _ => None,
         })
         .flatten()
@@ -257,11 +257,25 @@ fn a_stale_handle_never_reaches_the_task_that_reuses_its_slot() {
         let first = pool.spawn(TaskSpec::new("true")).unwrap();
         let _ = collect(&pool, &[first.id()]);
         let second = pool.spawn(TaskSpec::new("sleep").arg("600")).unwrap();
-        assert_eq!(second.slot, first.slot, "the slab reuses the freed slot");
+        let (a, b) = (first.shared(), second.shared());
+        assert_eq!(b.slot, a.slot, "the slab reuses the freed slot");
         // A handle of the first task that names the second's slot, as one would after its
         // 16-bit slot generation wrapped: only the full id tells them apart.
-        let mut stale = first.clone();
-        stale.slot = second.slot;
+        let stale =
+            crate::TaskHandle::from_shared(Arc::new(crate::worker::shared::TaskShared::new(
+                first.id(),
+                b.slot,
+                Arc::clone(&b.worker),
+                crate::worker::shared::SharedSetup {
+                    pid: first.pid(),
+                    budget: 1 << 20,
+                    stdin: false,
+                    channels: 0,
+                    first_channel: 2,
+                    max_frame: 1 << 20,
+                    pool: Arc::clone(&b.pool),
+                },
+            )));
         stale.kill().unwrap();
         stale.terminate().unwrap();
         std::thread::sleep(Duration::from_millis(200));

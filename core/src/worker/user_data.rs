@@ -23,6 +23,8 @@ pub enum OpTag {
     Exit,
     /// Reads on a stream.
     Read(u8),
+    /// A write to a stream (one in flight per stream).
+    Write(u8),
     /// `POLLPRI` on the task's `cgroup.events`.
     TreeWatch,
     /// A pidfd lent for one use.
@@ -52,6 +54,7 @@ impl OpTag {
             OpTag::CloseFixed => (9, 0),
             OpTag::Wake => (10, 0),
             OpTag::Rmdir => (11, 0),
+            OpTag::Write(stream) => (12, stream),
         }
     }
 
@@ -68,6 +71,7 @@ impl OpTag {
             9 => OpTag::CloseFixed,
             10 => OpTag::Wake,
             11 => OpTag::Rmdir,
+            12 => OpTag::Write(arg),
             _ => return None,
         })
     }
@@ -119,6 +123,8 @@ mod tests {
             OpTag::CloseFixed,
             OpTag::Wake,
             OpTag::Rmdir,
+            OpTag::Write(0),
+            OpTag::Write(255),
         ];
         for op in ops {
             for (slot, generation) in [(0, 0), (1, 1), (u32::MAX, u16::MAX), (12345, 777)] {

@@ -71,8 +71,8 @@ pub enum ScenarioCmd {
     Chatty(scenario::ChattyKnobs),
     /// Task trees, some ignoring SIGTERM: time to end them all, and survivors.
     Killtree(scenario::KilltreeKnobs),
-    /// Request/reply round trips (not available until request channels exist).
-    Reqrep,
+    /// Request/reply round trips over a framed channel: round-trip latency.
+    Reqrep(scenario::ReqrepKnobs),
 }
 
 /// What the suite hands a `--child` process.
@@ -98,7 +98,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(ScenarioCmd::ExitLatency(k)) => vec![scenario::exit_latency(k, args.quick)],
         Some(ScenarioCmd::Chatty(k)) => vec![scenario::chatty(k, args.quick)],
         Some(ScenarioCmd::Killtree(k)) => vec![scenario::killtree(k, args.quick)],
-        Some(ScenarioCmd::Reqrep) => vec![Params::Reqrep],
+        Some(ScenarioCmd::Reqrep(k)) => vec![scenario::reqrep(k, args.quick)],
     };
     let backends: Vec<BackendName> = if args.backend.is_empty() {
         BackendName::ALL.to_vec()
@@ -106,21 +106,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
         args.backend.clone()
     };
     let mut pairs = Vec::new();
-    let mut not_available = Vec::new();
+    let not_available: Vec<Record> = Vec::new();
     for p in &params {
-        if let Params::Reqrep = p {
-            // Nothing to run on any backend yet: one row says so.
-            not_available.push(Record {
-                scenario: p.name().into(),
-                backend: "all".into(),
-                status: "unavailable".into(),
-                reason: Some("request channels do not exist yet".into()),
-                ops_unit: p.unit().into(),
-                params: serde_json::to_value(p).unwrap_or_default(),
-                ..Default::default()
-            });
-            continue;
-        }
         for &b in &backends {
             if p.has_backend(b) {
                 pairs.push((p.clone(), b));

@@ -169,6 +169,19 @@ pub struct ChattyKnobs {
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReqrepKnobs {
+    /// Concurrent tasks, each with one framed channel (default 100, quick 10).
+    #[arg(long)]
+    pub tasks: Option<u64>,
+    /// Round trips per task: request, wait for the reply, repeat (default 1000, quick 100).
+    #[arg(long)]
+    pub rounds: Option<u64>,
+    /// Bytes per request and reply (at least 16; default 64).
+    #[arg(long)]
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct KilltreeKnobs {
     /// Task trees (default 100, quick 10).
     #[arg(long)]
@@ -230,7 +243,11 @@ pub enum Params {
         grace_ms: u64,
         deadline_ms: u64,
     },
-    Reqrep,
+    Reqrep {
+        tasks: u64,
+        rounds: u64,
+        size: u64,
+    },
 }
 
 impl Params {
@@ -241,7 +258,7 @@ impl Params {
             Params::ExitLatency { .. } => "exit-latency",
             Params::Chatty { .. } => "chatty",
             Params::Killtree { .. } => "killtree",
-            Params::Reqrep => "reqrep",
+            Params::Reqrep { .. } => "reqrep",
         }
     }
 
@@ -253,7 +270,7 @@ impl Params {
             Params::ExitLatency { .. } => "tasks/s",
             Params::Chatty { .. } => "MB/s",
             Params::Killtree { .. } => "trees/s",
-            Params::Reqrep => "req/s",
+            Params::Reqrep { .. } => "round trips/s",
         }
     }
 
@@ -265,7 +282,9 @@ impl Params {
             Params::ExitLatency { .. } => "child's CLOCK_MONOTONIC stamp to Done",
             Params::Chatty { .. } => "timestamp line written to line seen by the consumer",
             Params::Killtree { .. } => "terminate-all start to each tree's Done",
-            Params::Reqrep => "request to reply",
+            Params::Reqrep { .. } => {
+                "request sent to reply received, measured by the child (framed channel)"
+            }
         }
     }
 
@@ -277,8 +296,9 @@ impl Params {
                 matches!(self, Params::Spawn { .. } | Params::Chatty { .. }) && !self.one_caller()
             }
             BackendName::TokioSafe => matches!(self, Params::Spawn { .. }),
-            // A thread per child spawns from that thread: not one caller.
-            BackendName::Threads => !self.one_caller(),
+            // A thread per child spawns from that thread: not one caller. The reqrep protocol
+            // has a tokio implementation, not a thread-per-child one.
+            BackendName::Threads => !self.one_caller() && !matches!(self, Params::Reqrep { .. }),
             BackendName::Std => matches!(self, Params::Spawn { submitters: 1, .. }),
             _ => true,
         }
@@ -293,8 +313,16 @@ pub fn suite(quick: bool) -> Vec<Params> {
         exit_latency(&ExitLatencyKnobs::default(), quick),
         chatty(&ChattyKnobs::default(), quick),
         killtree(&KilltreeKnobs::default(), quick),
-        Params::Reqrep,
+        reqrep(&ReqrepKnobs::default(), quick),
     ]
+}
+
+pub fn reqrep(k: &ReqrepKnobs, quick: bool) -> Params {
+    Params::Reqrep {
+        tasks: k.tasks.unwrap_or(if quick { 10 } else { 100 }),
+        rounds: k.rounds.unwrap_or(if quick { 100 } else { 1000 }),
+        size: k.size.unwrap_or(64).max(16),
+    }
 }
 
 pub fn spawn(k: &SpawnKnobs, quick: bool) -> Params {
@@ -371,6 +399,15 @@ pub fn killtree(k: &KilltreeKnobs, quick: bool) -> Params {
 pub struct Child {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// A `reqrep` child: one framed channel (fd 3, named in `PIDRING_CHANNEL_FDS`) whose
+    /// requests of `size` bytes the supervisor answers with themselves.
+    pub reqrep: Option<ReqrepChild>,
+}
+
+/// What a supervisor needs to know to serve a `reqrep` child: the size of its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ReqrepChild {
+    pub size: u64,
 }
 
 impl Child {
@@ -378,6 +415,7 @@ impl Child {
         Child {
             program: program.into(),
             args: args.iter().map(OsString::from).collect(),
+            reqrep: None,
         }
     }
 }
@@ -449,6 +487,14 @@ impl Programs {
             steps.push("monotonic".into());
         }
         self.helper(steps)
+    }
+
+    /// `rounds` request/reply round trips of `size` bytes on framed channel 0, then one last
+    /// request (`pidring helper reqrep`): each request carries the previous round trip.
+    pub fn reqrep(&self, rounds: u64, size: u64) -> Child {
+        let mut child = self.helper(vec![format!("reqrep=0:{rounds}:{size}")]);
+        child.reqrep = Some(ReqrepChild { size });
+        child
     }
 
     /// One tree of `killtree`: `width` forked sleepers; with depth 2 also a `setsid` child

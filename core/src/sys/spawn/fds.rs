@@ -93,7 +93,7 @@ impl Plan {
         };
 
         let mut plan = Plan {
-            streams: Vec::with_capacity(2 + prepared.channels.len()),
+            streams: Vec::with_capacity(3 + prepared.channels.len()),
             child_ends: Vec::with_capacity(3 + prepared.channels.len()),
             redirects: Vec::with_capacity(3 + prepared.channels.len()),
             cgroup_procs: Vec::new(),
@@ -123,8 +123,19 @@ impl Plan {
                 Some(raw)
             }
         };
-        if let (Stdio::Null, Some(n)) = (prepared.stdin, null) {
-            plan.redirects.push((n, 0));
+        match (prepared.stdin, null) {
+            (Stdio::Null, Some(n)) => plan.redirects.push((n, 0)),
+            (Stdio::Capture, _) => {
+                // The child reads the pipe; we keep its write end (stdin comes first in
+                // the streams, as in `Prepared::streams`).
+                let (r, w) =
+                    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(map)?;
+                let r = above(r)?;
+                plan.redirects.push((r.as_raw_fd(), 0));
+                plan.child_ends.push(r);
+                plan.streams.push((StreamId::STDIN, w));
+            }
+            _ => {}
         }
         for (mode, target, id) in [
             (prepared.stdout, 1, StreamId::STDOUT),

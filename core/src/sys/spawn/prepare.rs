@@ -9,13 +9,16 @@ use std::path::PathBuf;
 
 use libc::c_char;
 
+use crate::child::CHANNEL_FDS_VAR;
 use crate::error::SpawnError;
 use crate::spec::{Session, Stdio, TaskSpec};
 
 /// Default search path when the child's environment has no `PATH` (as glibc's `execvp`).
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
-/// At most this many extra channels: `StreamId` is a `u8` and channels start at 2.
+/// At most this many extra channels: `StreamId` is a `u8`, channels start at 2, 255 is stdin.
 const MAX_CHANNELS: usize = 253;
+/// At most this many framed channels.
+const MAX_FRAMED: u8 = 200;
 
 /// Everything the child needs, resolved before the clone (the child may not allocate).
 pub(crate) struct Prepared {
@@ -34,7 +37,8 @@ pub(crate) struct Prepared {
     pub(super) stdin: Stdio,
     pub(super) stdout: Stdio,
     pub(super) stderr: Stdio,
-    /// Child fd numbers of the channels, in `StreamId::channel(k)` order.
+    /// Child fd numbers of the channels, in `StreamId::channel(k)` order: the raw ones, then
+    /// the framed ones.
     pub(super) channels: Vec<i32>,
     /// The same, sorted (the fds kept open across exec besides 0, 1, 2).
     pub(super) channels_sorted: Vec<i32>,
@@ -158,9 +162,27 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
         argv.push("argument", &[arg.as_bytes()])?;
     }
 
+    // Framed channels: the lowest fds from 3 up that no raw channel uses.
+    if spec.framed > MAX_FRAMED {
+        return Err(invalid(format!("at most {MAX_FRAMED} framed channels")));
+    }
+    let mut framed_fds = Vec::with_capacity(usize::from(spec.framed));
+    let mut next_fd = 3;
+    while framed_fds.len() < usize::from(spec.framed) {
+        if !spec.channels.contains(&next_fd) {
+            framed_fds.push(next_fd);
+        }
+        next_fd += 1;
+    }
+    let framed_list = framed_fds
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+
     // The child's environment: the supervisor's (unless cleared) with the spec's edits, the
     // last edit of a name winning; edited names keep their place, new ones come last.
-    let mut edits: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(spec.env.len());
+    let mut edits: Vec<(&[u8], Option<&[u8]>)> = Vec::with_capacity(spec.env.len() + 1);
     for (key, value) in &spec.env {
         let k = key.as_bytes();
         if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
@@ -179,6 +201,16 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
             Some(edit) => edit.1 = v,
             None => edits.push((k, v)),
         }
+    }
+    // The framed channels are named in `PIDRING_CHANNEL_FDS` (over the spec's own value);
+    // without any, a value inherited from our own supervisor is dropped unless the spec
+    // sets it.
+    let var = CHANNEL_FDS_VAR.as_bytes();
+    let framed_edit = (!framed_fds.is_empty()).then_some(framed_list.as_bytes());
+    match edits.iter_mut().find(|(k, _)| *k == var) {
+        Some(edit) if framed_edit.is_some() => edit.1 = framed_edit,
+        Some(_) => {}
+        None => edits.push((var, framed_edit)),
     }
     let inherited: Vec<(OsString, OsString)> = if spec.env_clear {
         Vec::new()
@@ -242,13 +274,15 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
     };
 
     // Channels: child fds 3 and up, distinct, below RLIMIT_NOFILE.
-    if spec.channels.len() > MAX_CHANNELS {
+    let mut channels = spec.channels.clone();
+    channels.extend_from_slice(&framed_fds);
+    if channels.len() > MAX_CHANNELS {
         return Err(invalid(format!("at most {MAX_CHANNELS} channels")));
     }
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    let mut channels_sorted = spec.channels.clone();
+    let mut channels_sorted = channels.clone();
     channels_sorted.sort_unstable();
     for (i, &fd) in channels_sorted.iter().enumerate() {
         if fd < 3 {
@@ -284,15 +318,10 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<Prepared, SpawnError> {
         candidates,
         cwd,
         cwd_display: spec.cwd.clone(),
-        // Writing to a child's stdin is not supported: `Capture` there means `/dev/null`.
-        stdin: if spec.stdin == Stdio::Inherit {
-            Stdio::Inherit
-        } else {
-            Stdio::Null
-        },
+        stdin: spec.stdin,
         stdout: spec.stdout,
         stderr: spec.stderr,
-        channels: spec.channels.clone(),
+        channels,
         channels_sorted,
         session: spec.session,
         ignored_mask,

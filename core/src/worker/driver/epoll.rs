@@ -12,7 +12,12 @@
 //!   reporting until it is cancelled or reaches end of file.
 //! - Reads go into one buffer per driver (the bounded buffer pool: an idle task holds no
 //!   memory), at most [`READS_PER_WAKEUP`] per stream and wake-up so one chatty task cannot
-//!   starve the others, and each chunk is copied out once.
+//!   starve the others and a task whose budget fills up gets at most one more read (64 KiB)
+//!   before its read is stopped, and at most [`READ_PER_WAIT`] bytes per wait in all (the
+//!   rest stays ready, level-triggered, for the next wait). Each chunk is copied out once.
+//! - Writes are tried at once; what a full pipe or socket does not take waits for
+//!   `EPOLLOUT` (a descriptor's read and write interests are one epoll registration).
+//!   Sockets are written with `MSG_NOSIGNAL`; a pipe write's `SIGPIPE` is discarded.
 //! - A pidfd is lent as a duplicate (`F_DUPFD_CLOEXEC`), closed by the loop after use; at
 //!   most `MAX_LENT` per turn of the loop, so a kill-all does not fill the fd table.
 //! - Directories are not removed here ([`Driver::remove_dir`] hands them back).
@@ -28,13 +33,18 @@ use rustix::event::epoll;
 use slab::Slab;
 
 use super::uring::MAX_LENT;
-use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadEnd};
+use super::{
+    Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, ReadEnd, WriteBuf,
+};
 use crate::pool::BackendKind;
+use crate::worker::buffers::BufferPool;
 
-/// Bytes read from a stream in one `read(2)`: a whole default pipe buffer.
-const READ_SIZE: usize = 64 * 1024;
+/// Bytes read from a stream in one `read(2)`, as io_uring's provided buffers.
+pub(crate) const READ_SIZE: usize = 16 * 1024;
 /// Reads of one stream per wake-up, at most.
-pub(crate) const READS_PER_WAKEUP: usize = 4;
+pub(crate) const READS_PER_WAKEUP: usize = 1;
+/// Bytes read in one wait, at most (the io_uring driver's provided buffers hold as much).
+pub(crate) const READ_PER_WAIT: usize = 4 << 20;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
 /// The epoll token of the wake-up eventfd (slab keys are far below it).
@@ -49,10 +59,35 @@ enum Armed {
     Priority(u64),
 }
 
+/// A write waiting for `EPOLLOUT`.
+struct PendingWrite {
+    tag: u64,
+    buf: WriteBuf,
+    socket: bool,
+}
+
 struct Entry {
     fd: OwnedFd,
     role: FdRole,
     armed: Armed,
+    write: Option<PendingWrite>,
+    /// The interest registered in the epoll set (`None`: not in the set).
+    registered: Option<epoll::EventFlags>,
+}
+
+impl Entry {
+    /// The interest the armed operations need.
+    fn interest(&self) -> epoll::EventFlags {
+        let mut flags = match self.armed {
+            Armed::Nothing => epoll::EventFlags::empty(),
+            Armed::Exit(_) | Armed::Read(_) => epoll::EventFlags::IN,
+            Armed::Priority(_) => epoll::EventFlags::PRI | epoll::EventFlags::ERR,
+        };
+        if self.write.is_some() {
+            flags |= epoll::EventFlags::OUT;
+        }
+        flags
+    }
 }
 
 pub(crate) struct EpollDriver {
@@ -66,7 +101,8 @@ pub(crate) struct EpollDriver {
     /// rest of the program: this is the pool's share).
     budget: usize,
     events: Vec<epoll::Event>,
-    buffer: Box<[u8]>,
+    /// Read buffers: each read goes straight into one, which becomes the chunk's bytes.
+    buffers: Arc<BufferPool>,
     /// Completions made without waiting (lent pidfds, cancellations), handed out by the
     /// next `wait`, which then does not sleep.
     ready: VecDeque<Completion>,
@@ -74,12 +110,18 @@ pub(crate) struct EpollDriver {
     lend_queue: VecDeque<(Handle, u64)>,
     /// Duplicates lent since the last `wait` (the loop closes each before it waits again).
     lent_now: u64,
+    /// Bytes read in the current wait ([`READ_PER_WAIT`]).
+    read_this_wait: usize,
     stats: DriverStats,
 }
 
 impl EpollDriver {
     /// A driver that adopts at most `budget` descriptors, woken through `wake` (an eventfd).
-    pub(crate) fn new(budget: usize, wake: Arc<OwnedFd>) -> io::Result<EpollDriver> {
+    pub(crate) fn new(
+        budget: usize,
+        wake: Arc<OwnedFd>,
+        buffers: Arc<BufferPool>,
+    ) -> io::Result<EpollDriver> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
             &epoll,
@@ -94,16 +136,17 @@ impl EpollDriver {
             by_tag: HashMap::new(),
             budget,
             events: Vec::with_capacity(EVENTS_PER_WAIT),
-            buffer: vec![0u8; READ_SIZE].into_boxed_slice(),
+            buffers,
             ready: VecDeque::new(),
             lend_queue: VecDeque::new(),
             lent_now: 0,
+            read_this_wait: 0,
             stats: DriverStats::default(),
         })
     }
 
     /// Arms `handle` for `armed` (it must have nothing armed).
-    fn arm(&mut self, handle: Handle, armed: Armed, flags: epoll::EventFlags) {
+    fn arm(&mut self, handle: Handle, armed: Armed) {
         let tag = match armed {
             Armed::Exit(t) | Armed::Read(t) | Armed::Priority(t) => t,
             Armed::Nothing => return,
@@ -127,40 +170,133 @@ impl EpollDriver {
             });
             return;
         }
-        let data = epoll::EventData::new_u64(u64::from(handle));
-        match epoll::add(&self.epoll, &entry.fd, data, flags) {
+        entry.armed = armed;
+        match self.sync(handle) {
             Ok(()) => {
-                entry.armed = armed;
                 self.by_tag.insert(tag, handle);
             }
-            Err(e) => self.ready.push_back(Completion {
-                user_data: tag,
-                outcome: failure(armed, e.raw_os_error()),
-            }),
+            Err(errno) => {
+                if let Some(entry) = self.entries.get_mut(handle as usize) {
+                    entry.armed = Armed::Nothing;
+                }
+                let _ = self.sync(handle);
+                self.ready.push_back(Completion {
+                    user_data: tag,
+                    outcome: failure(armed, errno),
+                });
+            }
         }
     }
 
-    /// Takes `handle` out of the epoll set; returns what was armed.
+    /// Makes the epoll registration of `handle` match what it has armed.
+    fn sync(&mut self, handle: Handle) -> Result<(), i32> {
+        let Some(entry) = self.entries.get_mut(handle as usize) else {
+            return Ok(());
+        };
+        let want = entry.interest();
+        let data = epoll::EventData::new_u64(u64::from(handle));
+        let result = match entry.registered {
+            None if want.is_empty() => Ok(()),
+            None => epoll::add(&self.epoll, &entry.fd, data, want),
+            Some(_) if want.is_empty() => epoll::delete(&self.epoll, &entry.fd),
+            Some(had) if had == want => Ok(()),
+            Some(_) => epoll::modify(&self.epoll, &entry.fd, data, want),
+        };
+        match result {
+            Ok(()) => {
+                entry.registered = (!want.is_empty()).then_some(want);
+                Ok(())
+            }
+            Err(e) => Err(e.raw_os_error()),
+        }
+    }
+
+    /// Ends what `handle` has armed (not its write); returns it.
     fn disarm(&mut self, handle: Handle) -> Armed {
         let Some(entry) = self.entries.get_mut(handle as usize) else {
             return Armed::Nothing;
         };
         let armed = std::mem::replace(&mut entry.armed, Armed::Nothing);
         if armed != Armed::Nothing {
-            // Fails only if the fd is not in the set, which `armed` rules out.
-            let _ = epoll::delete(&self.epoll, &entry.fd);
             if let Armed::Exit(t) | Armed::Read(t) | Armed::Priority(t) = armed {
                 self.by_tag.remove(&t);
             }
+            // Fails only if the fd is not in the set, which `armed` rules out.
+            let _ = self.sync(handle);
         }
         armed
     }
 
-    /// A readiness event on `handle`.
-    fn ready_event(&mut self, handle: Handle, out: &mut Vec<Completion>) {
+    /// Ends `handle`'s pending write; returns it.
+    fn take_write(&mut self, handle: Handle) -> Option<PendingWrite> {
+        let pending = self.entries.get_mut(handle as usize)?.write.take()?;
+        self.by_tag.remove(&pending.tag);
+        let _ = self.sync(handle);
+        Some(pending)
+    }
+
+    /// Writes what `pending` holds, as much as the descriptor takes now.
+    fn try_write(fd: &OwnedFd, pending: &PendingWrite) -> Result<usize, rustix::io::Errno> {
+        loop {
+            let bytes = pending.buf.remaining();
+            let result = if pending.socket {
+                rustix::net::send(fd, bytes, rustix::net::SendFlags::NOSIGNAL)
+            } else {
+                rustix::io::write(fd, bytes)
+            };
+            match result {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::PIPE) if !pending.socket => {
+                    crate::sys::signals::discard_sigpipe();
+                    return Err(rustix::io::Errno::PIPE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `handle` is writable: the pending write goes as far as it can.
+    fn write_ready(&mut self, handle: Handle, out: &mut Vec<Completion>) {
         let Some(entry) = self.entries.get(handle as usize) else {
             return;
         };
+        let Some(pending) = &entry.write else {
+            return;
+        };
+        let result = Self::try_write(&entry.fd, pending);
+        if result == Err(rustix::io::Errno::AGAIN) {
+            return;
+        }
+        if let Some(pending) = self.take_write(handle) {
+            out.push(Completion {
+                user_data: pending.tag,
+                outcome: Outcome::Written {
+                    buf: pending.buf,
+                    result: result.map_err(|e| e.raw_os_error()),
+                },
+            });
+        }
+    }
+
+    /// A readiness event on `handle`.
+    fn ready_event(&mut self, handle: Handle, flags: epoll::EventFlags, out: &mut Vec<Completion>) {
+        let Some(entry) = self.entries.get(handle as usize) else {
+            return;
+        };
+        let writable = epoll::EventFlags::OUT | epoll::EventFlags::ERR | epoll::EventFlags::HUP;
+        if entry.write.is_some() && flags.intersects(writable) {
+            self.write_ready(handle, out);
+        }
+        let Some(entry) = self.entries.get(handle as usize) else {
+            return;
+        };
+        let readable = epoll::EventFlags::IN
+            | epoll::EventFlags::PRI
+            | epoll::EventFlags::ERR
+            | epoll::EventFlags::HUP;
+        if !flags.intersects(readable) {
+            return;
+        }
         match entry.armed {
             Armed::Nothing => {}
             Armed::Exit(tag) => {
@@ -183,11 +319,17 @@ impl EpollDriver {
 
     fn read_ready(&mut self, handle: Handle, tag: u64, out: &mut Vec<Completion>) {
         for _ in 0..READS_PER_WAKEUP {
+            if self.read_this_wait >= READ_PER_WAIT {
+                // Still ready (level-triggered): read again after the loop's turn.
+                return;
+            }
             let Some(entry) = self.entries.get(handle as usize) else {
                 return;
             };
-            match rustix::io::read(&entry.fd, &mut self.buffer[..]) {
+            let mut buf = self.buffers.empty();
+            match rustix::io::read(&entry.fd, rustix::buffer::spare_capacity(&mut buf)) {
                 Ok(0) => {
+                    self.buffers.give_back(buf);
                     self.disarm(handle);
                     out.push(Completion {
                         user_data: tag,
@@ -195,16 +337,26 @@ impl EpollDriver {
                     });
                     return;
                 }
-                Ok(n) => out.push(Completion {
-                    user_data: tag,
-                    outcome: Outcome::Data {
-                        bytes: self.buffer[..n].to_vec(),
-                        more: true,
-                    },
-                }),
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(rustix::io::Errno::INTR) => continue,
+                Ok(n) => {
+                    self.read_this_wait += n;
+                    out.push(Completion {
+                        user_data: tag,
+                        outcome: Outcome::Data {
+                            bytes: ReadBytes::Owned(buf),
+                            more: true,
+                        },
+                    })
+                }
+                Err(rustix::io::Errno::AGAIN) => {
+                    self.buffers.give_back(buf);
+                    return;
+                }
+                Err(rustix::io::Errno::INTR) => {
+                    self.buffers.give_back(buf);
+                    continue;
+                }
                 Err(e) => {
+                    self.buffers.give_back(buf);
                     self.disarm(handle);
                     out.push(Completion {
                         user_data: tag,
@@ -272,7 +424,7 @@ impl Driver for EpollDriver {
         if self.entries.len() >= self.budget {
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
-        if role == FdRole::Stream {
+        if matches!(role, FdRole::Stream | FdRole::Channel) {
             let flags = rustix::fs::fcntl_getfl(&fd)?;
             rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
         }
@@ -280,6 +432,8 @@ impl Driver for EpollDriver {
             fd,
             role,
             armed: Armed::Nothing,
+            write: None,
+            registered: None,
         });
         Handle::try_from(key).map_err(|_| {
             self.entries.remove(key);
@@ -289,6 +443,12 @@ impl Driver for EpollDriver {
 
     fn release(&mut self, handle: Handle) {
         self.disarm(handle);
+        self.take_write(handle);
+        if let Some(entry) = self.entries.get(handle as usize) {
+            if entry.registered.is_some() {
+                let _ = epoll::delete(&self.epoll, &entry.fd);
+            }
+        }
         if self.entries.contains(handle as usize) {
             // Dropping the entry closes the descriptor.
             self.entries.remove(handle as usize);
@@ -296,7 +456,7 @@ impl Driver for EpollDriver {
     }
 
     fn watch_exit(&mut self, pidfd: Handle, user_data: u64) {
-        self.arm(pidfd, Armed::Exit(user_data), epoll::EventFlags::IN);
+        self.arm(pidfd, Armed::Exit(user_data));
     }
 
     fn lend_pidfd(&mut self, pidfd: Handle, user_data: u64) {
@@ -305,15 +465,79 @@ impl Driver for EpollDriver {
     }
 
     fn read(&mut self, stream: Handle, user_data: u64) {
-        self.arm(stream, Armed::Read(user_data), epoll::EventFlags::IN);
+        self.arm(stream, Armed::Read(user_data));
+    }
+
+    fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {
+        match bytes {
+            ReadBytes::Owned(v) => v,
+            // This driver never lends its buffer.
+            ReadBytes::Lent { .. } => &[],
+        }
+    }
+
+    fn write(&mut self, stream: Handle, buf: WriteBuf, socket: bool, user_data: u64) {
+        let Some(entry) = self.entries.get_mut(stream as usize) else {
+            self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Written {
+                    buf,
+                    result: Err(libc::EBADF),
+                },
+            });
+            return;
+        };
+        if entry.write.is_some() {
+            tracing::error!(
+                stream,
+                "a second write on a descriptor that has one pending"
+            );
+            self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Written {
+                    buf,
+                    result: Err(libc::EBUSY),
+                },
+            });
+            return;
+        }
+        let pending = PendingWrite {
+            tag: user_data,
+            buf,
+            socket,
+        };
+        match Self::try_write(&entry.fd, &pending) {
+            Err(rustix::io::Errno::AGAIN) => {
+                entry.write = Some(pending);
+                match self.sync(stream) {
+                    Ok(()) => {
+                        self.by_tag.insert(user_data, stream);
+                    }
+                    Err(errno) => {
+                        if let Some(pending) = self.take_write(stream) {
+                            self.ready.push_back(Completion {
+                                user_data,
+                                outcome: Outcome::Written {
+                                    buf: pending.buf,
+                                    result: Err(errno),
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+            result => self.ready.push_back(Completion {
+                user_data,
+                outcome: Outcome::Written {
+                    buf: pending.buf,
+                    result: result.map_err(|e| e.raw_os_error()),
+                },
+            }),
+        }
     }
 
     fn watch_priority(&mut self, fd: Handle, user_data: u64) {
-        self.arm(
-            fd,
-            Armed::Priority(user_data),
-            epoll::EventFlags::PRI | epoll::EventFlags::ERR,
-        );
+        self.arm(fd, Armed::Priority(user_data));
     }
 
     fn cancel(&mut self, target: u64) {
@@ -321,12 +545,29 @@ impl Driver for EpollDriver {
             // Not armed: it already ended (its end is on its way) or never was.
             return;
         };
+        if self
+            .entries
+            .get(handle as usize)
+            .and_then(|e| e.write.as_ref())
+            .is_some_and(|w| w.tag == target)
+        {
+            if let Some(pending) = self.take_write(handle) {
+                self.ready.push_back(Completion {
+                    user_data: target,
+                    outcome: Outcome::Written {
+                        buf: pending.buf,
+                        result: Err(libc::ECANCELED),
+                    },
+                });
+            }
+            return;
+        }
         let outcome = match self.disarm(handle) {
             Armed::Read(_) => Outcome::ReadEnd(ReadEnd::Cancelled),
             Armed::Priority(_) => Outcome::Priority(Err(libc::ECANCELED)),
             // The loop never cancels an exit watch; if it did, the watch just stays.
             Armed::Exit(t) => {
-                self.arm(handle, Armed::Exit(t), epoll::EventFlags::IN);
+                self.arm(handle, Armed::Exit(t));
                 return;
             }
             Armed::Nothing => return,
@@ -349,6 +590,7 @@ impl Driver for EpollDriver {
         // Lent pidfds of the previous batch were closed by the loop by now.
         self.lent_now = 0;
         self.pump_lends();
+        self.read_this_wait = 0;
         let timeout = if self.ready.is_empty() {
             timeout
         } else {
@@ -377,7 +619,7 @@ impl Driver for EpollDriver {
                 continue;
             }
             if let Ok(handle) = Handle::try_from(token) {
-                self.ready_event(handle, out);
+                self.ready_event(handle, event.flags, out);
             }
         }
         self.events = events;

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome};
+use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, WriteBuf};
 use crate::pool::BackendKind;
 use crate::worker::user_data::{unpack, OpTag};
 
@@ -109,6 +109,14 @@ impl<D: Driver> Driver for Faulty<D> {
 
     fn read(&mut self, stream: Handle, user_data: u64) {
         self.inner.read(stream, user_data)
+    }
+
+    fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {
+        self.inner.data(bytes)
+    }
+
+    fn write(&mut self, stream: Handle, buf: WriteBuf, socket: bool, user_data: u64) {
+        self.inner.write(stream, buf, socket, user_data)
     }
 
     fn watch_priority(&mut self, fd: Handle, user_data: u64) {

@@ -21,7 +21,16 @@
 //!     flat when thousands of tasks are signalled together.
 //!   - [`Driver::read`]: zero or more [`Outcome::Data`] (at most one buffer each; `more`
 //!     says the read is still armed), then, unless `more` was false on the last data, one
-//!     [`Outcome::ReadEnd`]. Reads of one stream are delivered in order.
+//!     [`Outcome::ReadEnd`]. Reads of one stream are delivered in order. The bytes of a
+//!     `Data` are reached through [`Driver::data`] until the next [`Driver::wait`]: the
+//!     loop copies them once, straight into what it hands the user (io_uring lends its
+//!     provided buffer itself; epoll hands over the bytes it read).
+//!   - [`Driver::write`]: one [`Outcome::Written`] giving the buffer back with the number
+//!     of bytes written (maybe fewer than asked: the loop writes the rest next) or the
+//!     errno (`ECANCELED` when cancelled). The buffer stays alive, owned by the driver,
+//!     until that completion. Writing to a pipe or socket nobody reads gives `EPIPE`, never
+//!     a `SIGPIPE` to the supervisor: sockets are written with `MSG_NOSIGNAL`, and the
+//!     worker thread blocks `SIGPIPE` and discards the one a pipe write raises on it.
 //!   - [`Driver::watch_priority`]: one [`Outcome::Priority`] when the descriptor signals
 //!     `POLLPRI` (`cgroup.events` changed), or the cancellation.
 //!   - [`Driver::cancel`]: asks the op with that tag to end early; it then ends with
@@ -29,11 +38,13 @@
 //!     it was already finishing (the loop handles both).
 //!   - [`Driver::remove_dir`]: removes a released task's cgroup off the loop, or hands the
 //!     path back when the backend cannot (the loop's cleanup thread then does it).
+//!   - [`Driver::cancel`] also ends a read or write early for flow control or a stream's
+//!     end.
 //! - **Waiting.** [`Driver::wait`] sleeps until a completion, a wake-up (the eventfd the
 //!   driver was built with, written by other threads after they queue a command), or the
 //!   timeout. It never blocks longer, and fails only when the backend itself is broken.
 //!
-//! Backends: [`uring`] (io_uring: direct descriptors, multishot reads into a provided
+//! Backends: [`uring`] (io_uring: direct descriptors, reads into a provided
 //! buffer ring) and [`epoll`] (the process fd table, non-blocking reads into one bounded
 //! buffer). Which one a pool uses is decided once, by [`select`].
 
@@ -59,8 +70,10 @@ pub(crate) type Handle = u32;
 pub(crate) enum FdRole {
     /// A pidfd: exit notifications and lending.
     Pidfd,
-    /// The supervisor's end of a pipe or socketpair: reads.
+    /// The supervisor's end of a pipe: reads (stdout, stderr) or writes (stdin).
     Stream,
+    /// The supervisor's end of a socketpair channel: reads and writes.
+    Channel,
     /// `cgroup.events`: `POLLPRI` watches.
     Events,
 }
@@ -79,6 +92,38 @@ pub(crate) enum ReadEnd {
     Error(i32),
 }
 
+/// The bytes of one [`Outcome::Data`], reached through [`Driver::data`].
+#[derive(Debug)]
+pub(crate) enum ReadBytes {
+    /// Bytes the driver copied out of its own buffer (epoll): handed over as they are.
+    Owned(Vec<u8>),
+    /// `len` bytes in the driver's buffer `id` (io_uring's provided buffer), lent until the
+    /// next [`Driver::wait`].
+    Lent { id: u16, len: usize },
+}
+
+impl ReadBytes {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            ReadBytes::Owned(v) => v.len(),
+            ReadBytes::Lent { len, .. } => *len,
+        }
+    }
+}
+
+/// Bytes to write: `bytes[start..]`.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuf {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) start: usize,
+}
+
+impl WriteBuf {
+    pub(crate) fn remaining(&self) -> &[u8] {
+        self.bytes.get(self.start..).unwrap_or(&[])
+    }
+}
+
 /// The result of one operation, or one step of a read.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -87,7 +132,12 @@ pub(crate) enum Outcome {
     /// A lent pidfd (`O_CLOEXEC`), or the errno when none could be made.
     Pidfd(Result<OwnedFd, i32>),
     /// Bytes read; `more`: the read is still armed.
-    Data { bytes: Vec<u8>, more: bool },
+    Data { bytes: ReadBytes, more: bool },
+    /// A write ended: its buffer back, and the bytes written or the errno.
+    Written {
+        buf: WriteBuf,
+        result: Result<usize, i32>,
+    },
     /// The read ended (see [`ReadEnd`]).
     ReadEnd(ReadEnd),
     /// The priority watch fired (`Ok`), or ended with this errno (`ECANCELED` when
@@ -129,6 +179,13 @@ pub(crate) trait Driver {
     fn lend_pidfd(&mut self, pidfd: Handle, user_data: u64);
 
     fn read(&mut self, stream: Handle, user_data: u64);
+
+    /// The bytes of a `Data` completion of the last [`wait`](Driver::wait).
+    fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8];
+
+    /// Writes `buf.remaining()` to `stream` (`socket`: a socketpair channel, written with
+    /// `MSG_NOSIGNAL`; otherwise a pipe).
+    fn write(&mut self, stream: Handle, buf: WriteBuf, socket: bool, user_data: u64);
 
     fn watch_priority(&mut self, fd: Handle, user_data: u64);
 

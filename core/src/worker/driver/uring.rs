@@ -1,6 +1,7 @@
 //! The io_uring backend: every per-task descriptor is a direct descriptor in the ring's
-//! sparse fixed-file table (the process fd table holds none), reads are multishot into a
-//! provided buffer ring shared by the worker (an idle task holds no buffer), and a pidfd is
+//! sparse fixed-file table (the process fd table holds none), reads take a buffer of a
+//! provided buffer ring shared by the worker only when data is there (an idle task holds no
+//! buffer), one read in flight per stream, and a pidfd is
 //! lent as an ordinary descriptor only for the moment it is used
 //! (`IORING_OP_FIXED_FD_INSTALL`), with a bounded number lent at once.
 
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::fixed_slots::FixedSlots;
-use super::{Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadEnd};
+use super::{
+    Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, ReadEnd, WriteBuf,
+};
 use crate::pool::BackendKind;
 use crate::sys::ring::{self, ops, Ring};
 use crate::worker::user_data::{pack, unpack, OpTag, Tag};
@@ -36,6 +39,11 @@ pub(crate) struct UringDriver {
     /// Lend requests waiting for room under [`MAX_LENT`]: (fixed slot, user_data).
     lend_queue: VecDeque<(Handle, u64)>,
     lends_in_flight: usize,
+    /// Provided buffers lent to the loop by the last `wait` (`ReadBytes::Lent`), given back
+    /// to the kernel at the start of the next one.
+    lent_buffers: Vec<u16>,
+    /// Fixed slots holding a socket (read with `recv`), by slot.
+    sockets: Vec<bool>,
     stats: DriverStats,
 }
 
@@ -55,6 +63,8 @@ impl UringDriver {
             raw: Vec::with_capacity(1024),
             lend_queue: VecDeque::new(),
             lends_in_flight: 0,
+            lent_buffers: Vec::new(),
+            sockets: Vec::new(),
             stats: DriverStats::default(),
         };
         driver.arm_wake();
@@ -128,10 +138,16 @@ impl UringDriver {
             OpTag::Read(_) => {
                 if c.result > 0 {
                     match c.buffer_id() {
-                        Some(bid) => Outcome::Data {
-                            bytes: self.ring.take_buffer(bid, c.result as usize),
-                            more: c.more(),
-                        },
+                        Some(bid) => {
+                            self.lent_buffers.push(bid);
+                            Outcome::Data {
+                                bytes: ReadBytes::Lent {
+                                    id: bid,
+                                    len: c.result as usize,
+                                },
+                                more: c.more(),
+                            }
+                        }
                         None => Outcome::ReadEnd(ReadEnd::Error(libc::EIO)),
                     }
                 } else {
@@ -144,6 +160,21 @@ impl UringDriver {
                         libc::ECANCELED => ReadEnd::Cancelled,
                         errno => ReadEnd::Error(errno),
                     })
+                }
+            }
+            OpTag::Write(_) => {
+                let (bytes, start) = self.ring.take_write(c.user_data)?;
+                if c.result == -libc::EPIPE {
+                    // A pipe write raises SIGPIPE on the thread that ran it: this one.
+                    crate::sys::signals::discard_sigpipe();
+                }
+                Outcome::Written {
+                    buf: WriteBuf { bytes, start },
+                    result: if c.result >= 0 {
+                        Ok(c.result as usize)
+                    } else {
+                        Err(-c.result)
+                    },
                 }
             }
             OpTag::TreeWatch => Outcome::Priority(if c.result >= 0 {
@@ -176,14 +207,21 @@ impl Driver for UringDriver {
         self.fixed.available() >= n
     }
 
-    fn adopt(&mut self, fd: OwnedFd, _role: FdRole) -> io::Result<Handle> {
+    fn adopt(&mut self, fd: OwnedFd, role: FdRole) -> io::Result<Handle> {
         let slot = self
             .fixed
             .take(1)
             .and_then(|v| v.first().copied())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
         match self.ring.register_file(slot, fd) {
-            Ok(()) => Ok(slot),
+            Ok(()) => {
+                let i = slot as usize;
+                if self.sockets.len() <= i {
+                    self.sockets.resize(i + 1, false);
+                }
+                self.sockets[i] = role == FdRole::Channel;
+                Ok(slot)
+            }
             Err(e) => {
                 let _ = self.fixed.give_back(slot);
                 Err(e)
@@ -210,9 +248,25 @@ impl Driver for UringDriver {
     }
 
     fn read(&mut self, stream: Handle, user_data: u64) {
-        let group = self.ring.buffer_group();
+        let (group, len) = (self.ring.buffer_group(), self.ring.buffer_size());
+        let socket = self.sockets.get(stream as usize).copied().unwrap_or(false);
+        self.ring.push(if socket {
+            ops::recv_select(stream, group, len, user_data)
+        } else {
+            ops::read_select(stream, group, len, user_data)
+        });
+    }
+
+    fn data<'a>(&'a self, bytes: &'a ReadBytes) -> &'a [u8] {
+        match bytes {
+            ReadBytes::Owned(v) => v,
+            ReadBytes::Lent { id, len } => self.ring.lent_buffer(*id, *len),
+        }
+    }
+
+    fn write(&mut self, stream: Handle, buf: WriteBuf, socket: bool, user_data: u64) {
         self.ring
-            .push(ops::read_multishot(stream, group, user_data));
+            .push_write(stream, buf.bytes, buf.start, socket, user_data);
     }
 
     fn watch_priority(&mut self, fd: Handle, user_data: u64) {
@@ -238,6 +292,10 @@ impl Driver for UringDriver {
     }
 
     fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> io::Result<()> {
+        // The loop is done with the bytes of the last batch.
+        for bid in self.lent_buffers.drain(..) {
+            self.ring.recycle(bid);
+        }
         self.ring.submit_and_wait(timeout)?;
         loop {
             self.ring.drain_completions(&mut self.raw);

@@ -1,5 +1,4 @@
-//! Carrying out what the machines decide: driver operations, events, back-pressure,
-//! release.
+//! Carrying out what the machines decide: driver operations, events, release.
 
 use super::*;
 use crate::task::{Action, Notice, Op};
@@ -33,16 +32,17 @@ impl<D: Driver> Worker<D> {
     fn act(&mut self, key: usize, action: Action, release: &mut bool) {
         let task = &mut self.tasks[key];
         match action {
-            Action::SubmitRead(stream) => {
-                if self.pressure.is_paused() && !task.reaped {
-                    tracing::trace!(task = %task.id, stream = stream.0, "read deferred: event queue full");
-                    if let Some(s) = task.stream(stream) {
-                        s.deferred = true;
-                    }
-                    self.pressure.defer(key as u32, task.generation);
-                } else {
-                    self.submit_read(key, stream);
-                }
+            Action::SubmitRead(stream) => self.submit_read(key, stream),
+            // Flow control and the end of a stream both end the read op early; the machine
+            // tells the two apart when the op ends.
+            Action::StopRead(stream) | Action::Cancel(Op::Read(stream)) => {
+                let user_data = task.tag(key, OpTag::Read(stream.0));
+                self.driver.cancel(user_data);
+            }
+            Action::SubmitWrite(stream) => self.submit_write(key, stream),
+            Action::Cancel(Op::Write(stream)) => {
+                let user_data = task.tag(key, OpTag::Write(stream.0));
+                self.driver.cancel(user_data);
             }
             Action::SubmitWait => {
                 let user_data = task.tag(key, OpTag::Exit);
@@ -62,32 +62,13 @@ impl<D: Driver> Worker<D> {
                     self.signal_tree_now_or_lend(key, signal);
                 }
             }
-            Action::Cancel(Op::Read(stream)) => {
-                let Some(s) = task.stream(stream) else {
-                    return;
-                };
-                if s.deferred {
-                    // The read never reached the driver: its cancellation completes at once.
-                    s.deferred = false;
-                    self.later(key, Input::Cancelled(Op::Read(stream)));
-                } else {
-                    s.cancel_asked = true;
-                    let user_data = task.tag(key, OpTag::Read(stream.0));
-                    self.driver.cancel(user_data);
-                }
-            }
             Action::Cancel(Op::TreeWatch) => {
                 let step = task.watch.cancel();
                 self.watch_step(key, step);
             }
             // The wait ends only with the process: it is never cancelled.
             Action::Cancel(Op::Wait) => {}
-            Action::Close(stream) => {
-                if let Some(pos) = task.streams.iter().position(|s| s.id == stream) {
-                    let handle = task.streams.swap_remove(pos).handle;
-                    self.driver.release(handle);
-                }
-            }
+            Action::Close(stream) => self.close_stream(key, stream),
             Action::Emit(Notice::Exited(status)) => {
                 let event = Event::Exited {
                     task: task.id,
@@ -113,60 +94,12 @@ impl<D: Driver> Worker<D> {
         }
     }
 
-    /// Pauses or resumes reading with the fill of the user's event queue. A pause cancels
-    /// the armed reads of running tasks (their children then block on full pipes); the
-    /// reads the machines then ask for again are held back until the queue drains.
-    pub(super) fn check_pressure(&mut self) {
-        let queued = if self.sink_gone || self.shutting_down {
-            None
-        } else {
-            self.sink.queued()
-        };
-        let was_paused = self.pressure.is_paused();
-        let resumed = self.pressure.update(queued);
-        if !was_paused && self.pressure.is_paused() {
-            for (key, task) in self.tasks.iter() {
-                if task.reaped {
-                    continue;
-                }
-                for s in task.streams.iter().filter(|s| s.armed && !s.cancel_asked) {
-                    self.driver.cancel(task.tag(key, OpTag::Read(s.id.0)));
-                }
-            }
-        }
-        for (slot, generation) in resumed.into_iter().flatten() {
-            let key = slot as usize;
-            if self
-                .tasks
-                .get(key)
-                .is_some_and(|t| t.generation == generation)
-            {
-                self.resume_reads_of(key);
-            }
-        }
-    }
-
-    /// Submits the reads back-pressure held for this task (the queue drained, or its
-    /// process exited).
-    pub(super) fn resume_reads_of(&mut self, key: usize) {
-        let deferred: Vec<StreamId> = self.tasks[key]
-            .streams
-            .iter_mut()
-            .filter_map(|s| std::mem::take(&mut s.deferred).then_some(s.id))
-            .collect();
-        for stream in deferred {
-            self.submit_read(key, stream);
-        }
-    }
-
     pub(super) fn submit_read(&mut self, key: usize, stream: StreamId) {
         let task = &mut self.tasks[key];
         let user_data = task.tag(key, OpTag::Read(stream.0));
         let Some(s) = task.stream(stream) else {
             return;
         };
-        s.armed = true;
-        s.cancel_asked = false;
         let handle = s.handle;
         self.driver.read(handle, user_data);
     }

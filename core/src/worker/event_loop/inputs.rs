@@ -70,6 +70,10 @@ impl<D: Driver> Worker<D> {
                 let result = self.complete_read(key, StreamId(stream), outcome, now);
                 self.after_input(key, result);
             }
+            (OpTag::Write(stream), outcome) => {
+                let result = self.write_done(key, StreamId(stream), outcome, now);
+                self.after_input(key, result);
+            }
             // The pidfd is readable: the process exited. Reap it through a lent pidfd.
             (OpTag::Exit, _) => self.lend(key, PidfdUse::Reap),
             (OpTag::Pidfd(pidfd_use), Outcome::Pidfd(Ok(fd))) => self.use_pidfd(key, pidfd_use, fd),
@@ -93,37 +97,23 @@ impl<D: Driver> Worker<D> {
         outcome: Outcome,
         now: Instant,
     ) -> Result<(), Rejected> {
-        let task = &mut self.tasks[key];
-        let Some(slot) = task.stream(stream) else {
-            return Err(Rejected::UnknownStream(stream));
-        };
         match outcome {
-            Outcome::Data { bytes, more } => {
-                if !more {
-                    slot.armed = false;
-                }
-                let len = bytes.len();
-                let id = task.id;
-                self.deliver(Event::Output {
-                    task: id,
-                    stream,
-                    bytes,
-                });
-                self.tasks[key].machine.handle_data(stream, len, more, now)
-            }
+            Outcome::Data { bytes, more } => self.data_read(key, stream, bytes, more, now),
             Outcome::ReadEnd(end) => {
-                slot.armed = false;
-                let cancel_asked = slot.cancel_asked;
+                let task = &mut self.tasks[key];
+                let Some(slot) = task.stream(stream) else {
+                    return Err(Rejected::UnknownStream(stream));
+                };
+                if let ReadEnd::Error(errno) = end {
+                    slot.read_error = Some(errno);
+                }
                 let machine = &mut task.machine;
                 match end {
                     ReadEnd::Eof => machine.handle_eof(stream, now),
                     ReadEnd::Stopped => machine.handle_read_stopped(stream, now),
-                    ReadEnd::Cancelled if cancel_asked => {
-                        machine.handle_cancelled(Op::Read(stream), now)
-                    }
-                    // Cancelled by a back-pressure pause: the read only stopped; the machine
-                    // asks for it again, and the worker submits it when the queue drained.
-                    ReadEnd::Cancelled => machine.handle_read_stopped(stream, now),
+                    // The machine knows whether it stopped the read (flow control) or
+                    // cancelled it for good.
+                    ReadEnd::Cancelled => machine.handle_cancelled(Op::Read(stream), now),
                     ReadEnd::Error(errno) => machine.handle_io_error(stream, errno, now),
                 }
             }
@@ -208,7 +198,6 @@ impl<D: Driver> Worker<D> {
     fn exited(&mut self, key: usize, status: ExitStatus, now: Instant) {
         let pid = self.tasks[key].pid;
         self.tasks[key].reaped = true;
-        self.resume_reads_of(key);
         self.forget_runner(pid);
         // A runner's death may orphan its descendants: look soon, not on every exit.
         self.orphans_pending = true;

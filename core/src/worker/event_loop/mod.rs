@@ -5,11 +5,14 @@
 //! - `spawning`: adopting the tasks the spawner threads started (their fds to the driver);
 //! - `inputs`: due wake-ups and completions, turned into machine events;
 //! - `actions`: machine actions, turned into driver operations, events and releases;
+//! - `data`: output and messages delivered as credited chunks (flow control), and the
+//!   queues of bytes written to stdin and channels;
 //! - `tree`: carrying out the tree watch (`super::tree_watch`) and tree signals;
 //! - `cleanup`: removing released tasks' cgroups and reaping orphans.
 
 mod actions;
 mod cleanup;
+mod data;
 mod inputs;
 mod spawning;
 mod tree;
@@ -23,9 +26,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use slab::Slab;
 
-use super::backpressure::Backpressure;
+use super::buffers::BufferPool;
 use super::cleanup_thread::CleanupThread;
 use super::driver::{Completion, Driver, Handle};
+use super::shared::TaskShared;
 use super::spawner::Spawner;
 use super::timers::{TaskWakeups, Timers, WakeKind};
 use super::tree_watch::{TreeWatch, WatchMode};
@@ -35,12 +39,10 @@ use crate::containment::{ContainmentKind, OrphanSweep, TaskContainment};
 use crate::error::SpawnError;
 use crate::event::{Event, TaskId};
 use crate::task::{Input, Rejected, StreamId, TaskMachine};
+use data::{StreamKind, WriteQueue};
 
 /// How often a stopping worker looks again at spawns still under way.
 const SPAWN_RECHECK: Duration = Duration::from_millis(10);
-
-/// How often a paused worker looks whether the user drained the event queue.
-const PRESSURE_RECHECK: Duration = Duration::from_millis(5);
 
 /// How often the subreaper worker looks for orphans when nothing else wakes it.
 const ORPHAN_SCAN_INTERVAL: Duration = Duration::from_millis(100);
@@ -58,6 +60,10 @@ const RETRY_MAX_DELAY: Duration = Duration::from_millis(100);
 
 struct TaskSlot {
     id: TaskId,
+    /// What the task's handles and chunks share with the worker (flow-control credit).
+    shared: Arc<TaskShared>,
+    /// The worker told the machine to pause (flow control) and no resume came yet.
+    paused: bool,
     /// Entered whenever the loop works for this task, so that every log line it writes
     /// (the machine's state changes included) names the task among thousands.
     span: tracing::Span,
@@ -87,13 +93,13 @@ struct TaskSlot {
 struct StreamSlot {
     id: StreamId,
     handle: Handle,
-    /// A read is armed in the driver (submitted, no final completion yet).
-    armed: bool,
-    /// The machine asked for this read to be cancelled. Any other `Cancelled` end comes
-    /// from a back-pressure pause, and the read is only stopped, not ended.
-    cancel_asked: bool,
-    /// The machine asked for a read that back-pressure holds back.
-    deferred: bool,
+    kind: StreamKind,
+    /// Bytes queued to write (stdin, a framed channel) and the one write in flight.
+    queue: WriteQueue,
+    /// The errno of the read error that ended the stream, if one did.
+    read_error: Option<i32>,
+    /// The errno of the write error that ended its write side, if one did.
+    write_error: Option<i32>,
 }
 
 impl TaskSlot {
@@ -127,7 +133,10 @@ struct Worker<D: Driver> {
     sink: EventSink,
     /// Set once a delivery failed: nobody reads events any more.
     sink_gone: bool,
-    pressure: Backpressure,
+    /// Default budget of a task.
+    task_budget: usize,
+    /// Where chunk buffers come from and go back to.
+    buffers: Arc<BufferPool>,
     watch_mode: WatchMode,
     cleanup: Arc<CleanupThread>,
     orphans: Option<Arc<OrphanSweep>>,
@@ -148,6 +157,7 @@ pub(super) fn run<D: Driver>(
     commands: Receiver<Command>,
     shared: Arc<WorkerShared>,
     ready: Sender<io::Result<()>>,
+    buffers: Arc<BufferPool>,
 ) {
     let index = setup.index;
     let watch_mode = match setup.containment.kind() {
@@ -166,7 +176,8 @@ pub(super) fn run<D: Driver>(
         shared,
         sink: setup.sink,
         sink_gone: false,
-        pressure: Backpressure::default(),
+        task_budget: setup.task_budget,
+        buffers,
         watch_mode,
         cleanup: setup.cleanup,
         scans_orphans: setup.orphans.is_some(),
@@ -197,7 +208,6 @@ impl<D: Driver> Worker<D> {
             self.take_commands();
             self.take_spawned();
             self.fire_timers();
-            self.check_pressure();
             self.feed_synthetic();
             if self.scans_orphans {
                 self.scan_orphans();
@@ -225,7 +235,9 @@ impl<D: Driver> Worker<D> {
     }
 
     fn wait_timeout(&self) -> Option<Duration> {
-        if !self.synthetic.is_empty() {
+        // Commands queued from this thread (a callback's reply, a chunk dropped here) do not
+        // wake it: take them before sleeping.
+        if !self.synthetic.is_empty() || !self.commands.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -233,10 +245,6 @@ impl<D: Driver> Worker<D> {
         let mut at_most = |limit: Duration| {
             timeout = Some(timeout.map_or(limit, |t| t.min(limit)));
         };
-        if self.pressure.is_paused() {
-            // Nothing wakes the worker when the user drains the queue: look again soon.
-            at_most(PRESSURE_RECHECK);
-        }
         if self.shutting_down && self.spawner.pending() > 0 {
             // Look again at spawns that a kill may have missed (see `run`).
             at_most(SPAWN_RECHECK);
@@ -264,6 +272,7 @@ impl<D: Driver> Worker<D> {
             };
             match command {
                 Command::Control { id, slot, request } => self.control(id, slot, request),
+                Command::Resume { id, slot } => self.resume(id, slot),
                 Command::Shutdown => self.begin_shutdown(),
             }
         }
@@ -276,6 +285,9 @@ impl<D: Driver> Worker<D> {
         self.shutting_down = true;
         let keys: Vec<usize> = self.tasks.iter().map(|(key, _)| key).collect();
         for key in keys {
+            // Nobody may be consuming any more: a shutdown must not wait for the application,
+            // so flow control ends here (what is left to read is bounded: the trees die).
+            self.unpause(key);
             self.input(key, Input::Kill);
         }
     }
@@ -293,6 +305,11 @@ impl<D: Driver> Worker<D> {
             Request::Signal(signal) => Input::Signal(signal),
             Request::Terminate => Input::Terminate,
             Request::Kill => Input::Kill,
+            Request::CloseStdin => Input::CloseStdin,
+            Request::Write(stream, bytes) => {
+                self.queue_write(key, stream, bytes);
+                return;
+            }
         };
         self.input(key, input);
     }

@@ -12,6 +12,7 @@ use crate::sys::pidfd;
 use crate::task::{TaskConfig, TreeWatch as MachineTreeWatch};
 use crate::worker::cleanup_thread::Job;
 use crate::worker::driver::FdRole;
+use crate::worker::shared::SharedSetup;
 use crate::worker::spawner::{SpawnDone, Started};
 use crate::worker::Spawned;
 
@@ -74,8 +75,32 @@ impl<D: Driver> Worker<D> {
             self.generations.resize(key + 1, 0);
         }
         let generation = self.generations[key];
+        // Stream ids: stdout 0, stderr 1, raw channels 2.., framed channels after them,
+        // stdin 255. What each carries decides how it is read and written.
+        let raw_channels = spec.channels.len() as u8;
+        let first_channel = StreamId::channel(raw_channels).0;
+        let kind_of = |id: StreamId| -> StreamKind {
+            match id {
+                StreamId::STDIN => StreamKind::Stdin,
+                StreamId(n) if n >= first_channel => StreamKind::Framed {
+                    channel: n - first_channel,
+                    framer: crate::worker::framing::Framer::new(spec.max_frame),
+                    too_large: None,
+                },
+                _ => StreamKind::Output,
+            }
+        };
         let config = TaskConfig {
-            streams: stream_ids.clone(),
+            streams: stream_ids
+                .iter()
+                .copied()
+                .filter(|&id| id != StreamId::STDIN)
+                .collect(),
+            writable: stream_ids
+                .iter()
+                .copied()
+                .filter(|&id| id == StreamId::STDIN || id.0 >= first_channel)
+                .collect(),
             timeout: spec.timeout,
             grace: spec.grace,
             drain: spec.drain,
@@ -84,10 +109,26 @@ impl<D: Driver> Worker<D> {
             tree: MachineTreeWatch::Notifies,
             after_exit: spec.after_exit,
         };
+        let shared = Arc::new(TaskShared::new(
+            id,
+            key as u32,
+            Arc::clone(&self.shared),
+            SharedSetup {
+                pid: pid as u32,
+                budget: spec.budget.unwrap_or(self.task_budget) as u64,
+                stdin: stream_ids.contains(&StreamId::STDIN),
+                channels: spec.framed,
+                first_channel,
+                max_frame: spec.max_frame,
+                pool: Arc::clone(&self.buffers),
+            },
+        ));
         let span = tracing::debug_span!("task", id = id.0, pid);
         let _entered = span.clone().entered();
         self.tasks.insert(TaskSlot {
             id,
+            shared: Arc::clone(&shared),
+            paused: false,
             span,
             generation,
             machine: TaskMachine::new(config, Instant::now()),
@@ -99,9 +140,10 @@ impl<D: Driver> Worker<D> {
                 .map(|(id, handle)| StreamSlot {
                     id,
                     handle,
-                    armed: false,
-                    cancel_asked: false,
-                    deferred: false,
+                    kind: kind_of(id),
+                    queue: WriteQueue::default(),
+                    read_error: None,
+                    write_error: None,
                 })
                 .collect(),
             tree: Some(tree),
@@ -121,10 +163,7 @@ impl<D: Driver> Worker<D> {
         if self.shutting_down {
             self.input(key, Input::Kill);
         }
-        Ok(Spawned {
-            slot: key as u32,
-            pid,
-        })
+        Ok(Spawned { shared })
     }
 
     /// Hands the child's fds to the driver. On failure releases what was adopted and
@@ -136,8 +175,12 @@ impl<D: Driver> Worker<D> {
         streams: Vec<(StreamId, OwnedFd)>,
     ) -> Result<(Handle, Vec<Handle>), SpawnError> {
         let mut adopted = Vec::with_capacity(streams.len());
-        for (_, fd) in streams {
-            match self.driver.adopt(fd, FdRole::Stream) {
+        for (id, fd) in streams {
+            let role = match id {
+                StreamId::STDOUT | StreamId::STDERR | StreamId::STDIN => FdRole::Stream,
+                _ => FdRole::Channel,
+            };
+            match self.driver.adopt(fd, role) {
                 Ok(handle) => adopted.push(handle),
                 Err(e) => {
                     self.abandon(pid, Some(pidfd), adopted);

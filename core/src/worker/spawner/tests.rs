@@ -210,7 +210,7 @@ fn a_stuck_spawn_never_stops_the_worker() {
         while done.len() < 3 && Instant::now() < until {
             match events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Output { task, bytes, .. }) => {
-                    output.entry(task).or_default().extend(bytes)
+                    output.entry(task).or_default().extend_from_slice(&bytes)
                 }
                 Ok(Event::Done { task, outcome }) => {
                     done.insert(task, outcome.reason);
@@ -238,7 +238,9 @@ fn a_stuck_spawn_never_stops_the_worker() {
         let until = Instant::now() + T;
         loop {
             match events.recv_timeout(Duration::from_millis(100)) {
-                Ok(Event::Output { task, bytes, .. }) if task == released.id() => out.extend(bytes),
+                Ok(Event::Output { task, bytes, .. }) if task == released.id() => {
+                    out.extend_from_slice(&bytes)
+                }
                 Ok(Event::Done { task, outcome }) if task == released.id() => {
                     assert_eq!(outcome.reason, Reason::Exited(0));
                     break;

@@ -14,6 +14,47 @@ use crate::bench::stats::LineClock;
 pub struct TaskEnd {
     pub status: Result<ExitStatus, String>,
     pub stdout: LineClock,
+    /// `reqrep`: the requests answered and the round trips they reported (ns).
+    pub requests: RoundTrips,
+}
+
+/// What a `reqrep` supervisor saw of one child: requests answered, the round trips the
+/// child reported in them (ns), and the first protocol error.
+#[derive(Default, Debug)]
+pub struct RoundTrips {
+    pub requests: u64,
+    pub rtts_ns: Vec<u64>,
+    pub error: Option<String>,
+}
+
+impl RoundTrips {
+    /// Checks request `frame` (`seq`, previous round trip, filler; see `pidring helper
+    /// reqrep`) and records its round trip.
+    pub fn request(&mut self, frame: &[u8], size: usize) {
+        let field = |i: usize| {
+            frame
+                .get(i..i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
+        match (field(0), field(8)) {
+            (Some(seq), Some(rtt)) if frame.len() == size && seq == self.requests => {
+                if seq > 0 {
+                    self.rtts_ns.push(rtt);
+                }
+            }
+            _ => {
+                if self.error.is_none() {
+                    self.error = Some(format!(
+                        "request {}: {} bytes, not the expected sequence and size {size}",
+                        self.requests,
+                        frame.len()
+                    ));
+                }
+            }
+        }
+        self.requests += 1;
+    }
 }
 
 pub enum Msg {
@@ -47,6 +88,23 @@ impl Expect {
             }
             _ => {}
         }
+    }
+}
+
+/// Records one child's round trips, and an error unless it made exactly `rounds` plus its
+/// last request with correct frames.
+pub fn record_round_trips(m: &mut Measured, idx: usize, trips: &RoundTrips, rounds: u64) {
+    for &ns in &trips.rtts_ns {
+        m.latency.record_ns(ns);
+    }
+    if let Some(e) = &trips.error {
+        m.error(format!("task {idx}: {e}"));
+    } else if trips.requests != rounds + 1 {
+        m.error(format!(
+            "task {idx}: {} requests, expected {}",
+            trips.requests,
+            rounds + 1
+        ));
     }
 }
 
@@ -460,10 +518,39 @@ pub fn run_with<L: Launch>(l: &mut L, params: &Params, ctx: &Ctx) -> Result<Meas
                 ));
             }
         }
-        Params::Reqrep => {
-            return Err(NotRun::Unavailable(
-                "request channels do not exist yet".into(),
-            ))
+        Params::Reqrep {
+            tasks,
+            rounds,
+            size,
+        } => {
+            let n = ctx.fit(&mut m, tasks, fds + 1, pids_per) as usize;
+            let child = ctx.programs.reqrep(rounds, size);
+            ctx.stage("reqrep", n as u64);
+            let t0 = Instant::now();
+            for idx in 0..n {
+                l.launch(MAIN, idx, &child, &tx);
+            }
+            let mut trips = 0u64;
+            let ended = collect_done(
+                &rx,
+                n,
+                t0 + Duration::from_secs(300),
+                Vec::new(),
+                &mut m,
+                &ctx.bar,
+                |m, idx, _s, _d, end| {
+                    record_round_trips(m, idx, &end.requests, rounds);
+                    trips += end.requests.rtts_ns.len() as u64;
+                    Expect::Success.check(m, idx, &end);
+                },
+            );
+            m.work_wall = t0.elapsed();
+            m.work = trips as f64;
+            m.tasks = n as u64;
+            m.peak_tasks = n as u64;
+            m.hung = (n - ended) as u64;
+            m.extra.insert("round_trips".into(), trips as f64);
+            m.survivors = ctx.survivors();
         }
     }
     // Tear down what is left (hung tasks' trees), so their supervising code can finish.

@@ -12,6 +12,7 @@ use super::scenario::{BackendName, Params, Programs};
 use super::stats::Latency;
 
 mod common;
+mod inline;
 pub mod limit;
 pub mod std_loop;
 pub mod threads;
@@ -126,14 +127,12 @@ impl Ctx {
 }
 
 pub fn run(backend: BackendName, params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
-    if let Params::Reqrep = params {
-        return Err(NotRun::Unavailable(
-            "request channels do not exist yet".into(),
-        ));
-    }
     let needs_helper = matches!(
         params,
-        Params::ExitLatency { .. } | Params::Chatty { .. } | Params::Killtree { .. }
+        Params::ExitLatency { .. }
+            | Params::Chatty { .. }
+            | Params::Killtree { .. }
+            | Params::Reqrep { .. }
     );
     if needs_helper {
         ctx.programs.helper_works().map_err(NotRun::Failed)?;

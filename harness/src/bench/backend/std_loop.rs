@@ -63,6 +63,7 @@ pub fn run(params: &Params, ctx: &Ctx) -> Result<Measured, NotRun> {
             &TaskEnd {
                 status,
                 stdout: clock,
+                requests: Default::default(),
             },
         );
         ended += 1;

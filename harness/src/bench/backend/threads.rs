@@ -116,6 +116,7 @@ fn supervise(mut cmd: Command, idx: usize, tx: &Sender<Msg>) {
         end: TaskEnd {
             status,
             stdout: clock,
+            requests: Default::default(),
         },
     });
 }

@@ -1,6 +1,8 @@
 //! `tokio`: what a tokio user writes. A multi-thread runtime with 2 workers; one task per
 //! child that reads stdout and stderr and waits for the exit concurrently (`join!`), and
-//! kills through `Child::kill` (SIGKILL to the main process only) when asked.
+//! kills through `Child::kill` (SIGKILL to the main process only) when asked. A `reqrep`
+//! child gets one end of a `UnixStream` pair at fd 3; the same task reads its length-prefixed
+//! requests (through a `BufReader`) and writes each back.
 //!
 //! `tokio-safe` (spawn only): the same with the safety pidring gives its tasks, added the
 //! way a tokio user can: a `pre_exec` doing `setsid` + `PR_SET_PDEATHSIG`, which makes std
@@ -13,11 +15,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::{watch, Semaphore};
 
-use super::common::{run_with, Launch, Msg, TaskEnd};
+use super::common::{run_with, Launch, Msg, RoundTrips, TaskEnd};
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::mono_ns;
 use crate::bench::scenario::{Child, Params};
@@ -50,11 +52,29 @@ impl Tokio {
 
 impl Launch for Tokio {
     fn launch(&mut self, group: usize, idx: usize, child: &Child, tx: &Sender<Msg>) {
-        let cmd = self.command(child);
+        let mut cmd = self.command(child);
+        let channel = match child.reqrep {
+            Some(reqrep) => match std::os::unix::net::UnixStream::pair() {
+                Ok((ours, theirs)) => {
+                    use std::os::fd::AsRawFd;
+                    crate::sys::give_fd_at_exec(&mut cmd, theirs.as_raw_fd(), 3);
+                    cmd.env(pidring::child::CHANNEL_FDS_VAR, "3");
+                    Some((ours, theirs, reqrep.size as usize))
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::SpawnFailed {
+                        idx,
+                        error: format!("socketpair: {e}"),
+                    });
+                    return;
+                }
+            },
+            None => None,
+        };
         let kill = self.kill[group].1.clone();
         let sem = self.sem[group].clone();
         let tx = tx.clone();
-        self.rt.spawn(supervise(cmd, idx, sem, kill, tx));
+        self.rt.spawn(supervise(cmd, idx, sem, kill, tx, channel));
     }
 
     fn limit(&mut self, group: usize, n: usize) {
@@ -74,12 +94,21 @@ impl Launch for Tokio {
     }
 }
 
+/// The supervisor's end of a `reqrep` child's channel, the child's end (closed once the
+/// child runs), and the request size.
+type Channel = (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+    usize,
+);
+
 async fn supervise(
     mut cmd: Command,
     idx: usize,
     sem: Option<Arc<Semaphore>>,
     kill: watch::Receiver<bool>,
     tx: Sender<Msg>,
+    channel: Option<Channel>,
 ) {
     let _permit = match sem {
         Some(s) => Some(s.acquire_owned().await.expect("semaphore open")),
@@ -96,7 +125,7 @@ async fn supervise(
             return;
         }
     };
-    supervise_child(child, idx, start_ns, kill, tx).await;
+    supervise_child(child, idx, start_ns, kill, tx, channel).await;
 }
 
 /// Reads both pipes and waits for the exit (or kills on request), then reports `Done`.
@@ -106,11 +135,19 @@ async fn supervise_child(
     start_ns: u64,
     mut kill: watch::Receiver<bool>,
     tx: Sender<Msg>,
+    channel: Option<Channel>,
 ) {
     let _ = tx.send(Msg::Started {
         idx,
         pid: child.id().unwrap_or(0) as i32,
     });
+    let serve = async move {
+        let Some((ours, theirs, size)) = channel else {
+            return RoundTrips::default();
+        };
+        drop(theirs);
+        serve_requests(ours, size).await
+    };
     let mut out = child.stdout.take().expect("stdout piped");
     let mut err = child.stderr.take().expect("stderr piped");
     let read_out = async move {
@@ -141,11 +178,12 @@ async fn supervise_child(
             }
         }
     };
-    let (stdout, (), status) = tokio::join!(read_out, read_err, wait);
+    let (stdout, (), status, requests) = tokio::join!(read_out, read_err, wait, serve);
     let done_ns = mono_ns();
     let end = TaskEnd {
         status: status.map_err(|e| e.to_string()),
         stdout,
+        requests,
     };
     let _ = tx.send(Msg::Done {
         idx,
@@ -153,6 +191,47 @@ async fn supervise_child(
         done_ns,
         end,
     });
+}
+
+/// Answers each length-prefixed request with itself until the child closes its end.
+async fn serve_requests(sock: std::os::unix::net::UnixStream, size: usize) -> RoundTrips {
+    let mut trips = RoundTrips::default();
+    let sock = match sock
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(sock))
+    {
+        Ok(sock) => sock,
+        Err(e) => {
+            trips.error = Some(format!("channel: {e}"));
+            return trips;
+        }
+    };
+    let (read, mut write) = sock.into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    let mut frame = Vec::with_capacity(4 + size);
+    loop {
+        let mut header = [0u8; 4];
+        if read.read_exact(&mut header).await.is_err() {
+            return trips; // the child closed its end
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        if len > 16 << 20 {
+            trips.error = Some(format!("a frame of {len} bytes"));
+            return trips;
+        }
+        frame.clear();
+        frame.extend_from_slice(&header);
+        frame.resize(4 + len, 0);
+        if let Err(e) = read.read_exact(&mut frame[4..]).await {
+            trips.error = Some(format!("a frame cut short: {e}"));
+            return trips;
+        }
+        trips.request(&frame[4..], size);
+        if let Err(e) = write.write_all(&frame).await {
+            trips.error = Some(format!("reply: {e}"));
+            return trips;
+        }
+    }
 }
 
 pub fn run(params: &Params, ctx: &Ctx, safe: bool) -> Result<Measured, NotRun> {
@@ -201,7 +280,14 @@ fn one_caller(t: &Tokio, params: &Params, ctx: &Ctx) -> Measured {
             let start_ns = mono_ns();
             match t.command(&child).spawn() {
                 Ok(c) => {
-                    tokio::spawn(supervise_child(c, idx, start_ns, kill.clone(), tx.clone()));
+                    tokio::spawn(supervise_child(
+                        c,
+                        idx,
+                        start_ns,
+                        kill.clone(),
+                        tx.clone(),
+                        None,
+                    ));
                 }
                 Err(e) => {
                     let _ = tx.send(Msg::SpawnFailed {

@@ -1,8 +1,9 @@
 //! `uring` (and `epoll`): pidring's own Pool. One pool per scenario, one worker per core,
 //! containment from `--containment` (default `auto`: a cgroup per task where cgroup v2 is
-//! writable). Tasks are spawned
-//! from one submitter thread per worker (so spawns run in parallel, as tokio's do on its
-//! two workers); every event is consumed from `pool.events()` by the measuring thread.
+//! writable). Tasks are spawned from one submitter thread per worker (so spawns run in
+//! parallel, as tokio's do on its two workers). Events are consumed from `pool.events()` by
+//! the measuring thread, except in `chatty` and `reqrep`, where the data is consumed where it
+//! is read, as tokio's per-child task does (an `on_event` callback: `inline.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use pidring::{
     BuildError, Event, Outcome, Pool, Reason, Stdio, StreamId, TaskHandle, TaskId, TaskSpec,
 };
 
+use super::common::{record_round_trips, RoundTrips};
+use super::inline::{self, Inline, TaskStats};
 use super::{Ctx, Measured, NotRun};
 use crate::bench::resources::{cpu_self, kernel_kib, mono_ns, open_fds, rss, FdPeak};
 use crate::bench::scenario::{Child, Params, Programs};
@@ -51,6 +54,7 @@ struct Ended {
     done_ns: u64,
     outcome: Outcome,
     clock: LineClock,
+    trips: RoundTrips,
 }
 
 /// The measuring thread's view of the pool: tasks by id, and events that came before the
@@ -66,6 +70,9 @@ struct Book {
     /// `Output` events received, and the most waiting in the channel at once.
     outputs: u64,
     max_queued: usize,
+    /// With an inline consumer: each task's figures, sent before its `Done`.
+    inline_stats: Option<Receiver<(TaskId, TaskStats)>>,
+    stats: HashMap<TaskId, TaskStats>,
 }
 
 impl Book {
@@ -79,6 +86,8 @@ impl Book {
             reported: [0; 2],
             outputs: 0,
             max_queued: 0,
+            inline_stats: None,
+            stats: HashMap::new(),
         }
     }
 
@@ -148,18 +157,26 @@ impl Book {
                     t.clock.feed(&bytes, at);
                 }
             }
-            Event::Exited { .. } => {}
             Event::Done { outcome, .. } => {
                 let t = self.live.remove(&id).expect("tracked");
+                if let Some(rx) = &self.inline_stats {
+                    self.stats.extend(rx.try_iter());
+                }
+                let (clock, trips) = match self.stats.remove(&id) {
+                    Some(stats) => (stats.clock, stats.trips),
+                    None => (t.clock, RoundTrips::default()),
+                };
                 self.ended.push(Ended {
                     group: t.group,
                     idx: t.idx,
                     start_ns: t.start_ns,
                     done_ns: at,
                     outcome,
-                    clock: t.clock,
+                    clock,
+                    trips,
                 });
             }
+            _ => {}
         }
     }
 }
@@ -231,25 +248,39 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let pool = Pool::builder()
+    let mut builder = Pool::builder()
         .workers(workers)
         .containment(ctx.containment.to_pidring())
-        .backend(backend)
-        .build()
-        .map_err(|e| match e {
-            BuildError::BackendUnavailable(..) => NotRun::Unavailable(e.to_string()),
-            other => NotRun::Failed(format!("Pool::build: {other}")),
-        })?;
+        .backend(backend);
+    let inline = match *params {
+        Params::Chatty { .. } => Some(None),
+        Params::Reqrep { size, .. } => Some(Some(size as usize)),
+        _ => None,
+    }
+    .map(|reqrep_size| {
+        let (callback, inline) = inline::consumer(reqrep_size);
+        builder = std::mem::replace(&mut builder, Pool::builder()).on_event(callback);
+        inline
+    });
+    let pool = builder.build().map_err(|e| match e {
+        BuildError::BackendUnavailable(..) => NotRun::Unavailable(e.to_string()),
+        other => NotRun::Failed(format!("Pool::build: {other}")),
+    })?;
     let mut m = Measured {
         base_rss_kib: Some(rss().rss_kib),
         ..Default::default()
     };
     m.notes.push(format!(
-        "pool: {} driver, {} containment, {workers} workers",
+        "pool: {} driver, {} containment, {workers} workers{}",
         pool.backend().as_str(),
-        pool.containment().as_str()
+        pool.containment().as_str(),
+        if inline.is_some() {
+            ", events consumed by an on_event callback"
+        } else {
+            ""
+        }
     ));
-    let result = scenario(&pool, workers, params, ctx, &mut m);
+    let result = scenario(&pool, workers, params, ctx, &mut m, inline.as_ref());
     let stats = pool.stats();
     m.extra
         .insert("stale_completions".into(), stats.stale_completions as f64);
@@ -284,12 +315,17 @@ fn scenario(
     params: &Params,
     ctx: &Ctx,
     m: &mut Measured,
+    inline: Option<&Inline>,
 ) -> Result<(), NotRun> {
-    let events = pool.events().clone();
+    let events = match inline {
+        Some(inline) => inline.events.clone(),
+        None => pool.events().clone(),
+    };
     let (sub_tx, sub_rx) = crossbeam_channel::unbounded::<Sub>();
     let tick = Duration::from_millis(50);
     std::thread::scope(|s| {
         let mut book = Book::new();
+        book.inline_stats = inline.map(|i| i.stats.clone());
         match *params {
             Params::Spawn {
                 tasks,
@@ -680,7 +716,46 @@ fn scenario(
                 m.tasks = n as u64;
                 m.peak_tasks = n as u64;
             }
-            Params::Reqrep => {}
+            Params::Reqrep {
+                tasks,
+                rounds,
+                size,
+            } => {
+                let n = capacity_fit(pool, ctx, m, tasks, 1) as usize;
+                let child = ctx.programs.reqrep(rounds, size);
+                ctx.stage("reqrep", n as u64);
+                let t0 = Instant::now();
+                submit(
+                    s,
+                    pool,
+                    MAIN,
+                    n,
+                    workers,
+                    None,
+                    move |_| spec_of(&child, ctx).channels(1),
+                    &sub_tx,
+                );
+                drop(sub_tx);
+                let deadline = t0 + Duration::from_secs(300);
+                let (mut ended, mut trips) = (0, 0u64);
+                while ended + book.failed[MAIN] < n && Instant::now() < deadline {
+                    book.pump(&events, &sub_rx, m, tick);
+                    for e in book.ended.drain(..) {
+                        record_round_trips(m, e.idx, &e.trips, rounds);
+                        trips += e.trips.rtts_ns.len() as u64;
+                        expect_reason(m, &e, |r| *r == Reason::Exited(0));
+                        ended += 1;
+                        ctx.bar.inc(1);
+                    }
+                }
+                m.work_wall = t0.elapsed();
+                m.work = trips as f64;
+                m.tasks = n as u64;
+                m.peak_tasks = n as u64;
+                m.hung = (book.spawned[MAIN] - ended) as u64;
+                m.extra.insert("round_trips".into(), trips as f64);
+                m.survivors = ctx.survivors();
+            }
         }
         if book.outputs > 0 {
             m.extra.insert("output_events".into(), book.outputs as f64);
@@ -698,11 +773,6 @@ fn scenario(
             }
         }
     });
-    if let Params::Reqrep = params {
-        return Err(NotRun::Unavailable(
-            "request channels do not exist yet".into(),
-        ));
-    }
     Ok(())
 }
 
