@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub enum BackendName {
     /// pidring's Pool on its io_uring driver.
     Uring,
-    /// pidring's Pool on its epoll driver (shown as unavailable until it exists).
+    /// pidring's Pool on its epoll driver (what runs where io_uring is refused).
     Epoll,
     /// tokio::process: a task per child reading both pipes and waiting; kill via Child::kill.
     Tokio,

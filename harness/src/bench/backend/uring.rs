@@ -248,10 +248,20 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    // A fleet held at once may need more fixed-file tables than one per core.
+    let held = match *params {
+        Params::Idle { tasks, .. } => tasks,
+        Params::ExitLatency { fleet, .. } => fleet + 1,
+        Params::Spawn { hold, .. } => hold + workers as u64,
+        _ => 0,
+    };
     let mut builder = Pool::builder()
         .workers(workers)
         .containment(ctx.containment.to_pidring())
         .backend(backend);
+    if held > 0 {
+        builder = builder.max_tasks(usize::try_from(held).unwrap_or(usize::MAX));
+    }
     let inline = match *params {
         Params::Chatty { .. } => Some(None),
         Params::Reqrep { size, .. } => Some(Some(size as usize)),
@@ -271,9 +281,10 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
         ..Default::default()
     };
     m.notes.push(format!(
-        "pool: {} driver, {} containment, {workers} workers{}",
+        "pool: {} driver, {} containment, {} workers{}",
         pool.backend().as_str(),
         pool.containment().as_str(),
+        pool.workers(),
         if inline.is_some() {
             ", events consumed by an on_event callback"
         } else {
