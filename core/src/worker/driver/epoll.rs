@@ -10,11 +10,12 @@
 //! - A descriptor is in the epoll set only while an operation on it is armed (so a hung-up
 //!   pipe nobody reads cannot make `epoll_wait` spin), level-triggered: an armed read keeps
 //!   reporting until it is cancelled or reaches end of file.
-//! - Reads go into one buffer per driver (the bounded buffer pool: an idle task holds no
-//!   memory), at most [`READS_PER_WAKEUP`] per stream and wake-up so one chatty task cannot
-//!   starve the others and a task whose budget fills up gets at most one more read (64 KiB)
-//!   before its read is stopped, and at most [`READ_PER_WAIT`] bytes per wait in all (the
-//!   rest stays ready, level-triggered, for the next wait). Each chunk is copied out once.
+//! - Reads go straight into a chunk buffer of [`READ_SIZE`] from the worker's buffer pool
+//!   (an idle task holds no memory; the chunk handed to the application is that buffer, so
+//!   each byte is copied once), [`READS_PER_WAKEUP`] per stream and wake-up, so one chatty
+//!   task cannot starve the others and a task whose budget fills up gets at most one more
+//!   read before its read is stopped, and at most [`READ_PER_WAIT`] bytes per wait in all
+//!   (the rest stays ready, level-triggered, for the next wait).
 //! - Writes are tried at once; what a full pipe or socket does not take waits for
 //!   `EPOLLOUT` (a descriptor's read and write interests are one epoll registration).
 //!   Sockets are written with `MSG_NOSIGNAL`; a pipe write's `SIGPIPE` is discarded.
