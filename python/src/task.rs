@@ -71,8 +71,7 @@ impl Task {
     /// (``unwritten``).
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let handle = &self.handle;
-        with_bytes(data, |bytes| py.detach(|| handle.write(bytes.to_vec())))?
-            .map_err(write_error)
+        with_bytes(data, |bytes| py.detach(|| handle.write(bytes.to_vec())))?.map_err(write_error)
     }
 
     /// Closes the task's stdin once everything queued was written: the task then reads end
@@ -97,8 +96,7 @@ impl Task {
     fn send(&self, py: Python<'_>, channel: i64, frame: &Bound<'_, PyAny>) -> PyResult<()> {
         let channel = u8::try_from(channel).map_err(|_| no_such_channel(channel))?;
         let handle = &self.handle;
-        with_bytes(frame, |bytes| py.detach(|| handle.send(channel, bytes)))?
-            .map_err(write_error)
+        with_bytes(frame, |bytes| py.detach(|| handle.send(channel, bytes)))?.map_err(write_error)
     }
 
     fn __repr__(&self) -> String {
