@@ -11,8 +11,11 @@ runner, whose own child interpreter is reparented to PID 1 and runs on. Here:
 * a **worker** built on :class:`pidring.Pool` runs each task instance as a Python
   **task runner** (``python airflow_like_worker.py task-runner ...``) that starts a **child
   interpreter** (``sys.executable``: the virtualenv's Python) which loops for a while;
-* the worker heartbeats on every running task's behalf over one keep-alive connection; on a
-  409 it terminates that task's whole tree (SIGTERM, SIGKILL after ``grace``).
+* each task runner heartbeats to the worker over a framed pidring channel (``spawn(channels=1)``:
+  length-prefixed frames on a socketpair, as Airflow's runner talks to its supervisor), and
+  the worker forwards every heartbeat to the API over one keep-alive connection and answers
+  the runner; on a 409 it terminates that task's whole tree (SIGTERM, SIGKILL after
+  ``grace``).
 
 What the run checks (and prints): every failed task's tree is gone within ``grace``; no
 child interpreter ever runs with another parent than its runner (each checks ``getppid()``
@@ -54,15 +57,36 @@ def task_child(task_id: str, seconds: str, orphan_log: str) -> int:
     return 0
 
 
-def task_runner(task_id: str, seconds: str, orphan_log: str) -> int:
-    """Airflow's task runner, reduced: start the task's interpreter and wait for it."""
+def task_runner(task_id: str, seconds: str, orphan_log: str, heartbeat: str) -> int:
+    """Airflow's task runner, reduced: start the task's interpreter, and heartbeat to the
+    worker every ``heartbeat`` seconds until it ends: a request frame on the pidring channel
+    (a 4-byte big-endian length, then the payload), then wait for the worker's answer."""
+    import socket
+    import struct
     import subprocess
+
+    fds = os.environ["PIDRING_CHANNEL_FDS"].split(",")
+    worker = socket.socket(fileno=int(fds[0]))
+
+    def request(payload: bytes) -> bytes:
+        worker.sendall(struct.pack(">I", len(payload)) + payload)
+        reply = b""
+        while len(reply) < 4 or len(reply) < 4 + struct.unpack(">I", reply[:4])[0]:
+            part = worker.recv(4096)
+            if not part:
+                raise EOFError("the worker closed the channel")
+            reply += part
+        return reply[4:]
 
     print(f"task {task_id}: runner {os.getpid()} starting the child interpreter", flush=True)
     child = subprocess.Popen(
         [sys.executable, "-S", os.path.abspath(__file__), "task-child", task_id, seconds, orphan_log]
     )
-    return child.wait()
+    while True:
+        try:
+            return child.wait(timeout=float(heartbeat))
+        except subprocess.TimeoutExpired:
+            request(b"heartbeat")  # on a 409 the worker ends this tree instead of answering
 
 
 # --- the execution API ----------------------------------------------------------------------
@@ -230,8 +254,8 @@ class RunningTask:
 
 
 class Worker:
-    """Claims task instances, runs each as a task runner in ``pool``, heartbeats for all of
-    them, terminates the tree of any task the API no longer considers running, and reports
+    """Claims task instances, runs each as a task runner in ``pool``, forwards the runners'
+    heartbeats (framed channel messages) to the API and answers them, terminates the tree of any task the API no longer considers running, and reports
     each task's final state. Everything in one thread of one process."""
 
     def __init__(self, pool, api_address, *, concurrency: int, heartbeat: float, grace: float,
@@ -256,18 +280,14 @@ class Worker:
         self.rss_at_peak = self.rss_baseline
 
     def run(self) -> None:
-        next_beat = time.monotonic()
         while True:
             self._claim()
             if not self.running and self.queue_empty:
                 break
-            for event in self.pool.events(timeout=max(0.0, next_beat - time.monotonic())):
+            for event in self.pool.events(timeout=self.heartbeat_interval):
                 self._handle(event)
-                if time.monotonic() >= next_beat:
-                    break
-            if time.monotonic() >= next_beat:
-                self._heartbeat_all()
-                next_beat = time.monotonic() + self.heartbeat_interval
+                if not self.running or (not self.queue_empty and len(self.running) < self.concurrency):
+                    break  # all done, or room to claim more
         self.api.close()
 
     def _claim(self) -> None:
@@ -278,8 +298,9 @@ class Worker:
                 return
             task = self.pool.spawn(
                 [sys.executable, os.path.abspath(__file__), "task-runner", str(ti["id"]),
-                 str(ti["seconds"]), self.orphan_log],
+                 str(ti["seconds"]), self.orphan_log, str(self.heartbeat_interval)],
                 grace=self.grace,
+                channels=1,  # the runner's heartbeats
                 extra_env={"AIRFLOW_LIKE_TAG": self.tag},
             )
             self.running[task.id] = RunningTask(ti["id"], task)
@@ -287,19 +308,27 @@ class Worker:
             self.peak_running = len(self.running)
             self.rss_at_peak = max(self.rss_at_peak, rss_bytes())
 
-    def _heartbeat_all(self) -> None:
-        for record in list(self.running.values()):
-            if record.terminated_at is not None:
-                continue
-            status, _ = self.api.call("PUT", f"/execution/task-instances/{record.ti}/heartbeat")
-            if status == 409:
-                if self.runner_only:
-                    # Airflow 3.2's bug, for comparison: only the runner gets the signal.
-                    record.task.signal(signal.SIGKILL)
-                else:
-                    # The API says this task is no longer running: end its whole tree.
-                    record.task.terminate()
-                record.terminated_at = time.monotonic()
+    def _heartbeat(self, record: RunningTask, channel: int) -> None:
+        """Forwards a runner's heartbeat to the API and answers the runner, or, on a 409,
+        ends the task's tree (the runner waits for an answer that never comes)."""
+        import pidring
+
+        if record.terminated_at is not None:
+            return
+        status, _ = self.api.call("PUT", f"/execution/task-instances/{record.ti}/heartbeat")
+        if status == 409:
+            if self.runner_only:
+                # Airflow 3.2's bug, for comparison: only the runner gets the signal.
+                record.task.signal(signal.SIGKILL)
+            else:
+                # The API says this task is no longer running: end its whole tree.
+                record.task.terminate()
+            record.terminated_at = time.monotonic()
+        else:
+            try:
+                record.task.send(channel, b"ok")
+            except pidring.StreamClosedError:
+                pass  # the runner is gone meanwhile: its Done follows
         if len(self.running) >= self.peak_running:
             self.rss_at_peak = max(self.rss_at_peak, rss_bytes())
 
@@ -309,7 +338,9 @@ class Worker:
         record = self.running.get(event.task)
         if record is None:
             return
-        if isinstance(event, pidring.Output):
+        if isinstance(event, pidring.Message):
+            self._heartbeat(record, event.channel)
+        elif isinstance(event, pidring.Output):
             record.output_bytes += len(event.data)
             record.last_line = event.data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
         elif isinstance(event, pidring.Done):
@@ -543,7 +574,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "task-runner":
-        sys.exit(task_runner(*sys.argv[2:5]))
+        sys.exit(task_runner(*sys.argv[2:6]))
     if len(sys.argv) > 1 and sys.argv[1] == "task-child":
         sys.exit(task_child(*sys.argv[2:5]))
     sys.exit(main())

@@ -17,6 +17,11 @@ a file descriptor per task in this process::
 
 ``async for event in pool.events()`` works the same in an asyncio loop. The GIL is released
 while waiting and while the pool works.
+
+A task can also be talked to: ``spawn(stdin=True)`` gives it a stdin pipe
+(:meth:`Task.write`, :meth:`Task.close_stdin`), ``spawn(channels=n)`` gives it ``n`` framed
+request channels (the child finds them in ``PIDRING_CHANNEL_FDS``; each frame it sends comes
+as a :class:`Message` event, :meth:`Task.send` answers).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import atexit as _atexit
 
 from . import errors
 from ._native import (
+    ChannelClosed,
     Done,
     EventStream,
     Exited,
+    Message,
     Outcome,
     Output,
     Pool,
+    StdinClosed,
     Task,
     _close_all,
 )
@@ -41,6 +49,9 @@ __all__ = [
     "Task",
     "EventStream",
     "Output",
+    "Message",
+    "ChannelClosed",
+    "StdinClosed",
     "Exited",
     "Done",
     "Outcome",

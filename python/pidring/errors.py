@@ -1,7 +1,9 @@
 """The exceptions pidring raises, one family per operation.
 
 ``Pool()`` raises :class:`BuildError` subclasses, ``Pool.spawn`` raises :class:`SpawnError`
-subclasses, requests on a :class:`~pidring.Task` raise :class:`ControlError` subclasses.
+subclasses, requests on a :class:`~pidring.Task` raise :class:`ControlError` subclasses, and
+writing to a task (``Task.write``, ``close_stdin``, ``send``) raises :class:`WriteError`
+subclasses.
 Where a standard exception fits, the pidring exception also derives from it, so code written
 for :mod:`subprocess` keeps working: a program that does not exist raises
 :class:`ProgramNotFoundError`, which is a :class:`FileNotFoundError` with ``errno``,
@@ -31,6 +33,13 @@ __all__ = [
     "ControlError",
     "InvalidSignalError",
     "PoolClosedError",
+    "WriteError",
+    "StdinNotCapturedError",
+    "NoSuchChannelError",
+    "FrameTooLargeError",
+    "StreamClosedError",
+    "TaskBrokenPipeError",
+    "WriteOSError",
 ]
 
 
@@ -120,5 +129,51 @@ class InvalidSignalError(ControlError, ValueError):
     """Not a signal number (1 to 64)."""
 
 
-class PoolClosedError(SpawnError, ControlError):
+# --- Writing to a task ---------------------------------------------------------------------
+
+
+class WriteError(PidringError):
+    """Writing to a task failed: ``Task.write``, ``Task.close_stdin`` or ``Task.send``.
+
+    These fail at once, when the request cannot be queued; bytes that were queued and could
+    not be written are reported by the ``StdinClosed`` and ``ChannelClosed`` events."""
+
+
+class StdinNotCapturedError(WriteError, ValueError):
+    """The task's stdin is not a pipe pidring writes: spawn it with ``stdin=True``."""
+
+
+class NoSuchChannelError(WriteError, ValueError):
+    """The task has no framed channel with this index (``spawn(channels=n)`` gives 0 to n - 1)."""
+
+
+class FrameTooLargeError(WriteError, ValueError):
+    """A frame longer than the channel's maximum (``spawn(max_frame=...)``, default 16 MiB).
+
+    ``length`` is the frame's length, ``max_frame`` the maximum."""
+
+    def __init__(self, message: str, length: int, max_frame: int):
+        super().__init__(message)
+        self.length = length
+        self.max_frame = max_frame
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.length, self.max_frame))
+
+
+class StreamClosedError(WriteError, BrokenPipeError):
+    """Stdin or the channel is closed: by ``close_stdin``, by the child (it closed its end
+    of a channel), or because the task ended. ``errno`` is ``EPIPE``."""
+
+
+class TaskBrokenPipeError(StreamClosedError):
+    """The task no longer reads it: a write found the pipe or socket broken (``EPIPE``), the
+    child having closed its end or exited. pidring never lets ``SIGPIPE`` reach this process."""
+
+
+class WriteOSError(WriteError, OSError):
+    """Writing failed with another system error; ``errno`` says which."""
+
+
+class PoolClosedError(SpawnError, ControlError, WriteError):
     """The pool is shut down: raised by ``spawn`` and by requests to its tasks."""

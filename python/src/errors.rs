@@ -2,11 +2,10 @@
 //! (where multiple inheritance from `FileNotFoundError` and friends is plain Python); this
 //! file only picks the class and its arguments for each Rust error.
 
-use pyo3::exceptions::PyNotImplementedError;
 use pyo3::PyErr;
 use rustix::io::Errno;
 
-use pidring::{BuildError, ContainmentError, ControlError, SpawnError};
+use pidring::{BuildError, ContainmentError, ControlError, SpawnError, WriteError};
 
 mod classes {
     pyo3::import_exception!(pidring.errors, BackendUnavailableError);
@@ -24,6 +23,12 @@ mod classes {
     pyo3::import_exception!(pidring.errors, SpawnOSError);
     pyo3::import_exception!(pidring.errors, InvalidSignalError);
     pyo3::import_exception!(pidring.errors, PoolClosedError);
+    pyo3::import_exception!(pidring.errors, StdinNotCapturedError);
+    pyo3::import_exception!(pidring.errors, NoSuchChannelError);
+    pyo3::import_exception!(pidring.errors, FrameTooLargeError);
+    pyo3::import_exception!(pidring.errors, StreamClosedError);
+    pyo3::import_exception!(pidring.errors, TaskBrokenPipeError);
+    pyo3::import_exception!(pidring.errors, WriteOSError);
 }
 
 pub(crate) use classes::PoolClosedError;
@@ -121,11 +126,33 @@ fn containment(error: &ContainmentError) -> String {
     format!("containment: {error}")
 }
 
-/// What `Task.write`, `close_stdin` and `send` (and `spawn(stdin=True)`) raise until the
-/// core has a data path to a task (`TaskHandle::write`, `close_stdin`, `send`).
-pub(crate) fn data_path_missing(operation: &str) -> PyErr {
-    PyNotImplementedError::new_err(format!(
-        "{operation}: writing to a task (stdin, channels) needs pidring's data path, which \
-         this build of pidring does not have yet; read its output with Pool.events()"
-    ))
+/// What `Task.write`, `close_stdin` and `send` raise, and what `StdinClosed.error` holds.
+pub(crate) fn write_error(error: WriteError) -> PyErr {
+    let message = error.to_string();
+    match error {
+        WriteError::PoolClosed => classes::PoolClosedError::new_err(message),
+        WriteError::NotCaptured => classes::StdinNotCapturedError::new_err(
+            "the task's stdin is not captured: spawn it with stdin=True to write to it",
+        ),
+        WriteError::NoSuchChannel(channel) => no_such_channel(i64::from(channel)),
+        WriteError::FrameTooLarge { len, max } => {
+            classes::FrameTooLargeError::new_err((message, len, max))
+        }
+        WriteError::Closed => classes::StreamClosedError::new_err(os_args(
+            Errno::PIPE.raw_os_error(),
+            "closed (by close_stdin, by the child, or because the task ended)",
+            None,
+        )),
+        WriteError::BrokenPipe => classes::TaskBrokenPipeError::new_err(os_args(
+            Errno::PIPE.raw_os_error(),
+            "the task no longer reads it (broken pipe)",
+            None,
+        )),
+        WriteError::Io(errno) => classes::WriteOSError::new_err(os_args(errno, &message, None)),
+    }
+}
+
+/// `Task.send` to a channel index the task does not have (also one outside 0 to 255).
+pub(crate) fn no_such_channel(channel: i64) -> PyErr {
+    classes::NoSuchChannelError::new_err(format!("the task has no framed channel {channel}"))
 }

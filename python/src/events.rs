@@ -1,21 +1,68 @@
-//! What Python sees of the pool's events: small frozen classes (`Output`, `Exited`, `Done`
-//! and the `Outcome` inside `Done`), and the one function that turns a Rust [`Event`] into
-//! one of them.
+//! What Python sees of the pool's events: small frozen classes (`Output`, `Message`,
+//! `ChannelClosed`, `StdinClosed`, `Exited`, `Done` and the `Outcome` inside `Done`), and
+//! the one function that turns a Rust [`Event`] into one of them.
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use pyo3::{intern, IntoPyObjectExt};
 
-use pidring::{Event, ExitStatus, Outcome as RustOutcome, Reason, StreamId};
+use pidring::{
+    ChannelEnd, Chunk, Event, ExitStatus, Outcome as RustOutcome, Reason, StreamId, WriteError,
+};
+
+use crate::errors::write_error;
 
 /// Output read from one of a task's streams: ``task`` is its id (``Task.id``), ``stream``
-/// ``"stdout"``, ``"stderr"`` or ``"channel<k>"``, ``data`` the bytes as read (a chunk of
-/// at most 16 KiB, not a line).
+/// ``"stdout"``, ``"stderr"`` or ``"channel<k>"`` (``spawn(raw_channels=n)``), ``data``
+/// the bytes as read (a chunk of at most 64 KiB, not a line).
 #[pyclass(frozen, module = "pidring", get_all)]
 pub(crate) struct Output {
     task: u64,
     stream: Py<PyString>,
     data: Py<PyBytes>,
+}
+
+/// A whole frame the task sent on framed channel ``channel`` (``spawn(channels=n)``: 0 to
+/// n - 1): ``frame`` is its payload, without the 4-byte length. Answer with
+/// ``Task.send(channel, reply)``.
+#[pyclass(frozen, module = "pidring", get_all)]
+pub(crate) struct Message {
+    task: u64,
+    channel: u8,
+    frame: Py<PyBytes>,
+}
+
+/// Framed channel ``channel`` is closed for good, in both directions; the task goes on.
+///
+/// ``reason``: ``"closed"`` (the child closed its end between two frames, or the task
+/// ended), ``"truncated"`` (closed, or the child died, in the middle of a frame: ``partial``
+/// bytes of it, header included, were dropped), ``"frame_too_large"`` (the child announced a
+/// frame of ``frame_length`` bytes, over ``max_frame``: pidring closed the channel) or
+/// ``"error"`` (reading failed with ``errno``). ``unsent``: bytes queued by ``Task.send``
+/// (headers included) that were never written.
+#[pyclass(frozen, module = "pidring", get_all)]
+pub(crate) struct ChannelClosed {
+    task: u64,
+    channel: u8,
+    reason: &'static str,
+    unsent: u64,
+    partial: Option<u64>,
+    frame_length: Option<u64>,
+    max_frame: Option<u32>,
+    errno: Option<i32>,
+}
+
+/// The task's stdin (``spawn(stdin=True)``) is closed: by ``Task.close_stdin`` once
+/// everything queued was written, because the task stopped reading it, or because the task
+/// ended. ``error`` is ``None``, or the exception that closed it, which ``Task.write`` raises
+/// from then on (``TaskBrokenPipeError`` when the task closed its stdin or exited).
+/// ``unwritten``: bytes queued by ``Task.write`` that were never written.
+#[pyclass(frozen, module = "pidring", get_all)]
+pub(crate) struct StdinClosed {
+    task: u64,
+    error: Option<Py<PyAny>>,
+    unwritten: u64,
 }
 
 /// The task's main process was reaped and every stream reached EOF. ``status`` follows
@@ -67,19 +114,73 @@ impl Output {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        const SHOWN: usize = 64;
-        let data = self.data.bind(py);
-        let len = data.as_bytes().len();
-        let shown = if len <= SHOWN {
-            data.repr()?.to_string()
-        } else {
-            let head = PyBytes::new(py, &data.as_bytes()[..SHOWN]);
-            format!("<{len} bytes: {}...>", head.repr()?)
+        Ok(format!(
+            "Output(task={}, stream={}, data={})",
+            self.task,
+            self.stream.bind(py).repr()?,
+            bytes_repr(self.data.bind(py))?
+        ))
+    }
+}
+
+#[pymethods]
+impl Message {
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str) {
+        ("task", "channel", "frame")
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Message(task={}, channel={}, frame={})",
+            self.task,
+            self.channel,
+            bytes_repr(self.frame.bind(py))?
+        ))
+    }
+}
+
+#[pymethods]
+impl ChannelClosed {
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str) {
+        ("task", "channel", "reason")
+    }
+
+    fn __repr__(&self) -> String {
+        let mut s = format!(
+            "ChannelClosed(task={}, channel={}, reason='{}'",
+            self.task, self.channel, self.reason
+        );
+        if let Some(partial) = self.partial {
+            s.push_str(&format!(", partial={partial}"));
+        }
+        if let (Some(len), Some(max)) = (self.frame_length, self.max_frame) {
+            s.push_str(&format!(", frame_length={len}, max_frame={max}"));
+        }
+        if let Some(errno) = self.errno {
+            s.push_str(&format!(", errno={errno}"));
+        }
+        s.push_str(&format!(", unsent={})", self.unsent));
+        s
+    }
+}
+
+#[pymethods]
+impl StdinClosed {
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str) {
+        ("task", "error", "unwritten")
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let error = match &self.error {
+            Some(error) => error.bind(py).repr()?.to_string(),
+            None => "None".to_owned(),
         };
         Ok(format!(
-            "Output(task={}, stream={}, data={shown})",
-            self.task,
-            self.stream.bind(py).repr()?
+            "StdinClosed(task={}, error={error}, unwritten={})",
+            self.task, self.unwritten
         ))
     }
 }
@@ -151,6 +252,17 @@ impl Outcome {
     }
 }
 
+/// `bytes` as `repr` shows them, cut to their first 64 bytes (with the length) when longer.
+fn bytes_repr(data: &Bound<'_, PyBytes>) -> PyResult<String> {
+    const SHOWN: usize = 64;
+    let len = data.as_bytes().len();
+    if len <= SHOWN {
+        return Ok(data.repr()?.to_string());
+    }
+    let head = PyBytes::new(data.py(), &data.as_bytes()[..SHOWN]);
+    Ok(format!("<{len} bytes: {}...>", head.repr()?))
+}
+
 fn py_option(value: Option<i32>) -> String {
     value.map_or_else(|| "None".to_owned(), |v| v.to_string())
 }
@@ -215,11 +327,48 @@ fn outcome(outcome: RustOutcome) -> Outcome {
     }
 }
 
-/// The one place an output payload becomes Python `bytes`. The Rust payload is dropped
-/// here, so whatever it holds (a buffer, flow-control credit) is released as soon as Python
-/// has its own copy.
-fn payload(py: Python<'_>, bytes: Vec<u8>) -> Py<PyBytes> {
-    PyBytes::new(py, &bytes).unbind()
+/// The one place a chunk (output or a frame) becomes Python `bytes`: one copy, then the
+/// chunk is dropped, which returns its task's budget at once (the task's reads resume if
+/// they were paused), whatever Python then does with the `bytes`.
+fn payload(py: Python<'_>, chunk: Chunk) -> Py<PyBytes> {
+    let bytes = PyBytes::new(py, &chunk).unbind();
+    drop(chunk);
+    bytes
+}
+
+fn channel_closed(task: u64, channel: u8, end: ChannelEnd, unsent: u64) -> ChannelClosed {
+    let mut closed = ChannelClosed {
+        task,
+        channel,
+        reason: "closed",
+        unsent,
+        partial: None,
+        frame_length: None,
+        max_frame: None,
+        errno: None,
+    };
+    match end {
+        ChannelEnd::Closed => {}
+        ChannelEnd::Truncated { partial } => {
+            closed.reason = "truncated";
+            closed.partial = Some(partial);
+        }
+        ChannelEnd::FrameTooLarge { len, max } => {
+            closed.reason = "frame_too_large";
+            closed.frame_length = Some(len);
+            closed.max_frame = Some(max);
+        }
+        ChannelEnd::Error(errno) => {
+            closed.reason = "error";
+            closed.errno = Some(errno);
+        }
+    }
+    closed
+}
+
+/// The exception a `WriteError` raises, as an object (`StdinClosed.error`).
+fn exception(py: Python<'_>, error: WriteError) -> Py<PyAny> {
+    write_error(error).into_value(py).into_any()
 }
 
 /// A Rust event as its Python object.
@@ -235,6 +384,32 @@ pub(crate) fn to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
             data: payload(py, bytes),
         }
         .into_py_any(py),
+        Event::Message {
+            task,
+            channel,
+            frame,
+        } => Message {
+            task: task.0,
+            channel,
+            frame: payload(py, frame),
+        }
+        .into_py_any(py),
+        Event::ChannelClosed {
+            task,
+            channel,
+            end,
+            unsent,
+        } => channel_closed(task.0, channel, end, unsent).into_py_any(py),
+        Event::StdinClosed {
+            task,
+            error,
+            unwritten,
+        } => StdinClosed {
+            task: task.0,
+            error: error.map(|e| exception(py, e)),
+            unwritten,
+        }
+        .into_py_any(py),
         Event::Exited { task, status } => Exited {
             task: task.0,
             status: returncode(status),
@@ -245,5 +420,10 @@ pub(crate) fn to_python(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
             outcome: Py::new(py, outcome(o))?,
         }
         .into_py_any(py),
+        // `Event` is non-exhaustive: a kind of event added to the library after this binding
+        // was written is reported rather than dropped without a word.
+        other => Err(PyRuntimeError::new_err(format!(
+            "pidring event this binding does not know (update the binding): {other:?}"
+        ))),
     }
 }

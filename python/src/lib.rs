@@ -25,6 +25,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::Task>()?;
     m.add_class::<stream::EventStream>()?;
     m.add_class::<events::Output>()?;
+    m.add_class::<events::Message>()?;
+    m.add_class::<events::ChannelClosed>()?;
+    m.add_class::<events::StdinClosed>()?;
     m.add_class::<events::Exited>()?;
     m.add_class::<events::Done>()?;
     m.add_class::<events::Outcome>()?;

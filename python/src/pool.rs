@@ -97,7 +97,9 @@ pub(crate) fn _close_all(py: Python<'_>) {
 /// rings). ``subreaper``: make this process a child subreaper, so orphaned descendants of
 /// tasks come back to it (and are reaped) instead of going to PID 1; the pool then also
 /// reaps every other child of this process that exits (``subprocess.Popen``'s included), so
-/// use it only where pidring starts all of them.
+/// use it only where pidring starts all of them. ``task_budget``: each task's budget, in
+/// bytes, of output and messages read from it and not yet taken by Python (default 256
+/// KiB; see :meth:`events`).
 ///
 /// Use it as a context manager: leaving the ``with`` block (or :meth:`close`) kills every
 /// task's tree and waits for them. Pools still open when the interpreter exits are closed
@@ -110,7 +112,10 @@ pub(crate) struct Pool {
 #[pymethods]
 impl Pool {
     #[new]
-    #[pyo3(signature = (workers=None, containment="auto", backend="auto", *, max_tasks=None, subreaper=false))]
+    #[pyo3(signature = (
+        workers=None, containment="auto", backend="auto", *, max_tasks=None, subreaper=false,
+        task_budget=None
+    ))]
     fn new(
         py: Python<'_>,
         workers: Option<usize>,
@@ -118,6 +123,7 @@ impl Pool {
         backend: &str,
         max_tasks: Option<usize>,
         subreaper: bool,
+        task_budget: Option<usize>,
     ) -> PyResult<Pool> {
         let containment = match containment {
             "auto" => Containment::Auto,
@@ -149,6 +155,9 @@ impl Pool {
         if let Some(n) = max_tasks {
             builder = builder.max_tasks(n);
         }
+        if let Some(bytes) = task_budget {
+            builder = builder.task_budget(bytes);
+        }
         let pool = py.detach(|| builder.build()).map_err(build_error)?;
         let info = PoolInfo {
             backend: pool.backend().as_str(),
@@ -178,14 +187,23 @@ impl Pool {
     /// seconds after which the tree is terminated (``Done.outcome.reason == "timed_out"``).
     /// ``grace``: seconds between SIGTERM and SIGKILL on any termination. ``drain``: how long
     /// descendants may keep the output open after the main process exited before the rest of
-    /// the tree is terminated. ``channels``: extra socketpairs at fds 3, 4, ... whose output
-    /// arrives as ``Output(stream="channel0")``, .... ``stdin``: ``True`` to write to it
-    /// (not available yet: ``NotImplementedError``); otherwise ``/dev/null``.
+    /// the tree is terminated. ``channels``: framed request channels (socketpairs; at most
+    /// 200) whose child ends are at the fds listed, comma-separated, in the child's
+    /// ``PIDRING_CHANNEL_FDS`` (3, 4, ... unless ``raw_channels`` takes those first); a
+    /// frame is a 4-byte big-endian length and that many bytes, each frame from the child
+    /// arrives as a ``Message`` event and :meth:`Task.send` sends one. ``stdin``: ``True``
+    /// for a pipe :meth:`Task.write` writes and :meth:`Task.close_stdin` closes; otherwise
+    /// ``/dev/null``.
     /// ``stdout``/``stderr``: ``"capture"`` (as ``Output`` events), ``"inherit"`` or
     /// ``"null"``. ``after_exit``: ``"kill_tree"`` (terminate what is left after ``drain``)
     /// or ``"drain_until_eof"``. ``session``: ``"new"`` (``setsid``), ``"group"`` or
     /// ``"foreground"``. ``pids_max``/``memory_max``: cgroup limits of the task's tree.
     /// ``ignore_signals``/``block_signals``: signals the program starts with ignored/blocked.
+    /// ``raw_channels``: unframed socketpairs at fds 3, 4, ... whose bytes arrive as
+    /// ``Output(stream="channel0")``, ... (what ``channels`` meant before framed channels).
+    /// ``max_frame``: the longest frame, in bytes, a framed channel takes in either direction
+    /// (default 16 MiB). ``budget``: this task's budget (default: the pool's
+    /// ``task_budget``).
     ///
     /// Raises a :class:`SpawnError` subclass (``ProgramNotFoundError`` is a
     /// ``FileNotFoundError``, ``ProgramPermissionError`` a ``PermissionError``).
@@ -193,7 +211,7 @@ impl Pool {
         argv, env=None, cwd=None, timeout=None, grace=5.0, drain=1.0, channels=0, stdin=false,
         *, extra_env=None, stdout="capture", stderr="capture", after_exit="kill_tree",
         session="new", pids_max=None, memory_max=None, ignore_signals=Vec::new(),
-        block_signals=Vec::new()
+        block_signals=Vec::new(), raw_channels=0, max_frame=None, budget=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
@@ -216,6 +234,9 @@ impl Pool {
         memory_max: Option<u64>,
         ignore_signals: Vec<i32>,
         block_signals: Vec<i32>,
+        raw_channels: u8,
+        max_frame: Option<u32>,
+        budget: Option<usize>,
     ) -> PyResult<Task> {
         self.check_owner()?;
         let spec = SpawnArgs {
@@ -227,7 +248,10 @@ impl Pool {
             grace,
             drain,
             channels,
+            raw_channels,
             stdin,
+            max_frame,
+            budget,
             stdout,
             stderr,
             after_exit,
@@ -251,13 +275,19 @@ impl Pool {
         Ok(Task::new(handle))
     }
 
-    /// The pool's events (``Output``, ``Exited``, ``Done``), as an iterator that is also an
-    /// async iterator. Per task they come in order: every ``Output``, then ``Exited``, then
-    /// one ``Done``, last. With ``timeout`` (seconds), iteration ends when no event came
-    /// within it; otherwise it ends once the pool is closed and every event was read.
+    /// The pool's events (``Output``, ``Message``, ``ChannelClosed``, ``StdinClosed``,
+    /// ``Exited``, ``Done``), as an iterator that is also an async iterator. Per task they
+    /// come in order: every ``Output`` and ``Message`` (and each channel's ``ChannelClosed``
+    /// after its last ``Message``), then ``Exited``, then one ``Done``, last;
+    /// ``StdinClosed`` comes once, before ``Done``, for a task spawned with ``stdin=True``.
+    /// With ``timeout`` (seconds), iteration ends when no event came within it; otherwise it
+    /// ends once the pool is closed and every event was read.
     ///
-    /// Read them: while more than ~1,000 events wait, the pool stops reading its tasks'
-    /// output (their writes block) until the backlog drains.
+    /// Flow control is per task: output and messages read from a task and not yet taken
+    /// from this iterator count against the task's budget (``Pool(task_budget=...)``,
+    /// default 256 KiB). When it is full, the pool stops reading that task (its writes
+    /// block on the full pipe) until Python takes its events; other tasks go on, and
+    /// nothing is lost. The budget is returned as soon as an event becomes a Python object.
     #[pyo3(signature = (timeout=None))]
     fn events(&self, timeout: Option<f64>) -> PyResult<EventStream> {
         let timeout = timeout

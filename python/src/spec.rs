@@ -11,10 +11,9 @@ use pyo3::types::{PyBytes, PyMapping, PyString};
 
 use pidring::{AfterExit, Session, Stdio, TaskSpec};
 
-use crate::errors::data_path_missing;
-
-/// Child-side fd of the first extra channel (`spawn(channels=n)`: fds 3 to 3 + n - 1).
-const FIRST_CHANNEL_FD: i32 = 3;
+/// Child-side fd of the first raw channel (`spawn(raw_channels=n)`: fds 3 to 3 + n - 1;
+/// framed channels take the next fds, as listed in `PIDRING_CHANNEL_FDS`).
+const FIRST_RAW_CHANNEL_FD: i32 = 3;
 
 /// Everything `spawn` takes, as Python gave it.
 pub(crate) struct SpawnArgs<'a, 'py> {
@@ -26,7 +25,10 @@ pub(crate) struct SpawnArgs<'a, 'py> {
     pub grace: f64,
     pub drain: f64,
     pub channels: u8,
+    pub raw_channels: u8,
     pub stdin: bool,
+    pub max_frame: Option<u32>,
+    pub budget: Option<usize>,
     pub stdout: &'a str,
     pub stderr: &'a str,
     pub after_exit: &'a str,
@@ -70,14 +72,25 @@ impl SpawnArgs<'_, '_> {
         spec = spec
             .grace(duration(self.grace, "grace")?)
             .drain(duration(self.drain, "drain")?);
-        for k in 0..self.channels {
-            spec = spec.channel(FIRST_CHANNEL_FD + i32::from(k));
+        for k in 0..self.raw_channels {
+            spec = spec.channel(FIRST_RAW_CHANNEL_FD + i32::from(k));
         }
-        if self.stdin {
-            return Err(data_path_missing("spawn(stdin=True)"));
+        spec = spec.channels(self.channels);
+        if let Some(max) = self.max_frame {
+            spec = spec.max_frame(max);
+        }
+        if let Some(budget) = self.budget {
+            if budget == 0 {
+                return Err(PyValueError::new_err("budget must be positive (or None)"));
+            }
+            spec = spec.budget(budget);
         }
         spec = spec
-            .stdin(Stdio::Null)
+            .stdin(if self.stdin {
+                Stdio::Capture
+            } else {
+                Stdio::Null
+            })
             .stdout(stdio(self.stdout, "stdout")?)
             .stderr(stdio(self.stderr, "stderr")?)
             .after_exit(after_exit(self.after_exit)?)

@@ -1,7 +1,8 @@
 //! Turns "the pool's event channel has something" into a readable eventfd, for asyncio.
 //!
-//! The events stay in the pool's own channel (so the pool's back-pressure, which watches
-//! that channel's length, keeps working): nothing is moved or copied here. An async consumer
+//! The events stay in the pool's own channel (so an event Python has not taken still holds
+//! its task's budget, and a task Python does not keep up with is paused): nothing is moved
+//! or copied here. An async consumer
 //! that finds the channel empty *arms* its stream's eventfd; one thread per pool, started
 //! on the first arm, blocks until the channel has a message (or is disconnected) and then
 //! writes every armed eventfd once. It sleeps in the kernel whenever nobody waits, and it

@@ -98,15 +98,6 @@ def test_invalid_signal(pool):
         task.signal(65)
 
 
-def test_data_path_is_not_implemented_yet(pool):
-    task = pool.spawn(["true"])
-    for call in (lambda: task.write(b"x"), task.close_stdin, lambda: task.send(0, b"frame")):
-        with pytest.raises(NotImplementedError, match="data path"):
-            call()
-    with pytest.raises(NotImplementedError, match="data path"):
-        pool.spawn(["cat"], stdin=True)
-
-
 def test_closed_pool(tag):
     pool = pidring.Pool(workers=1)
     task = pool.spawn(["sleep", "1000"], extra_env=tag.env)
@@ -161,5 +152,11 @@ def test_exception_hierarchy():
     assert issubclass(pidring.PoolClosedError, pidring.ControlError)
     assert issubclass(pidring.PoolContainmentError, pidring.ContainmentError)
     assert issubclass(pidring.TaskContainmentError, pidring.SpawnError)
+    assert issubclass(pidring.PoolClosedError, pidring.WriteError)
+    assert issubclass(pidring.TaskBrokenPipeError, pidring.StreamClosedError)
+    assert issubclass(pidring.StreamClosedError, BrokenPipeError)
+    for cls in (pidring.StdinNotCapturedError, pidring.NoSuchChannelError, pidring.FrameTooLargeError):
+        assert issubclass(cls, ValueError) and issubclass(cls, pidring.WriteError)
+    assert issubclass(pidring.WriteOSError, OSError)
     for cls in pidring.errors.__all__:
         assert issubclass(getattr(pidring, cls), pidring.PidringError)

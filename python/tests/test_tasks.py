@@ -125,9 +125,9 @@ def test_stdio_null_and_inherit(tag, capfd):
 
 
 def test_channel_output(tag):
-    # spawn(channels=1): a socketpair at fd 3 in the child, read like stdout.
+    # spawn(raw_channels=1): a socketpair at fd 3 in the child, read like stdout.
     with pidring.Pool(workers=1) as pool:
-        task = pool.spawn(["sh", "-c", "echo via-channel >&3; echo via-stdout"], channels=1, extra_env=tag.env)
+        task = pool.spawn(["sh", "-c", "echo via-channel >&3; echo via-stdout"], raw_channels=1, extra_env=tag.env)
         events = collect(pool, [task])[task.id]
     check_order(events)
     by_stream = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -21,6 +22,11 @@ PLAIN_TREE = "sleep 1000 & sleep 1000 & echo ready; wait"
 def end_tree(pool, tag, script, how):
     task = pool.spawn(["sh", "-c", script], grace=5, extra_env=tag.env)
     wait_output(pool, task, b"ready")
+    # "ready" comes before the last exec: a process in the middle of execve can have no
+    # readable environment (so no tag) for an instant. Wait for all three to be seen.
+    deadline = time.monotonic() + 10
+    while len(tag.alive()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert len(tag.alive()) == 3, "the tree is the shell and its two sleeping children"
     getattr(task, how)()
     events = collect(pool, [task])[task.id]
