@@ -101,9 +101,11 @@
 
 use std::time::Duration;
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod invariants;
 mod machine;
 mod process;
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod sim;
 mod stream;

@@ -178,7 +178,7 @@ impl TreeWatch {
 }
 
 /// An input to a watch, for the fuzz target and the tests.
-#[cfg(any(test, feature = "arbitrary"))]
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
 pub enum WatchInput {
     Start,
@@ -193,7 +193,7 @@ pub enum WatchInput {
 /// Drives one watch through `inputs` the way the loop does (an input only arrives when the
 /// watch's state allows it, as in the loop) and checks the contract; returns the number of
 /// reports, or the first broken rule.
-#[cfg(any(test, feature = "arbitrary"))]
+#[cfg(any(test, feature = "test-support"))]
 pub fn check_sequence(mode: WatchMode, inputs: &[WatchInput]) -> Result<usize, String> {
     let mut watch = TreeWatch::Idle;
     let mut running = false;
