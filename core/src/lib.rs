@@ -38,7 +38,7 @@
 //!   enable it; this crate's own tests get it through a dev-dependency on itself, so plain
 //!   `cargo test --workspace` runs everything while release builds leave it off.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod child;
 pub mod containment;

@@ -106,7 +106,6 @@ pub mod invariants;
 mod machine;
 mod process;
 #[cfg(feature = "test-support")]
-#[doc(hidden)]
 pub mod sim;
 mod stream;
 #[cfg(test)]
