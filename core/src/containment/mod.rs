@@ -1,14 +1,14 @@
 //! Whole-tree containment: a cgroup v2 per task (killed with `cgroup.kill`, watched through
 //! `cgroup.events`), or the task's own process group where no writable cgroup v2 exists.
 //!
-//! - [`discover`]: where the hierarchies are (`/proc/self/mountinfo`, `/proc/self/cgroup`).
-//! - [`cgroup`]: operations on one cgroup directory.
-//! - [`process_group`]: signals to the task-runner's group through its pidfd.
-//! - [`ownership`]: pool directories are owned through an `flock`, which every PID
+//! - `discover`: where the hierarchies are (`/proc/self/mountinfo`, `/proc/self/cgroup`).
+//! - `cgroup`: operations on one cgroup directory.
+//! - `process_group`: signals to the task-runner's group through its pidfd.
+//! - `ownership`: pool directories are owned through an `flock`, which every PID
 //!   namespace sees.
-//! - [`stale`]: a new pool kills and removes the cgroups of dead pools.
-//! - [`removal`]: cgroup removal off the event loop (the pool's cleanup thread).
-//! - [`subreaper`] and [`orphans`]: orphans come back to the supervisor, which reaps (and,
+//! - `stale`: a new pool kills and removes the cgroups of dead pools.
+//! - `removal`: cgroup removal off the event loop (the pool's cleanup thread).
+//! - `subreaper` and `orphans`: orphans come back to the supervisor, which reaps (and,
 //!   for process-group escapers, kills) only its own pool's.
 //!
 //! How `Containment::Auto` decides: cgroup mode if the pool's cgroup can be made. Errors that

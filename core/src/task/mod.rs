@@ -5,8 +5,9 @@
 //! requests in through `handle_*` methods (or [`TaskMachine::handle`] with an [`Input`]), time
 //! passed in as `now`, and drains what to do through [`TaskMachine::poll_action`] and
 //! [`TaskMachine::poll_timeout`]. No syscalls, no fds, no clock reads, no `unsafe`, no panics
-//! on any input: cargo-fuzz drives it directly (see `fuzz/`), and [`invariants::Checker`]
-//! checks the contract of `shared/DESIGN.md` on every input and action.
+//! on any input: cargo-fuzz drives it directly (see `fuzz/`), and `invariants::Checker`
+//! (with the `test-support` feature) checks the contract of `shared/DESIGN.md` on every
+//! input and action.
 //!
 //! # Parts
 //!
