@@ -23,7 +23,22 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Cargo features
+//!
+//! Both are off by default, and neither is needed to supervise processes.
+//! - `arbitrary`: derives [`arbitrary::Arbitrary`](https://docs.rs/arbitrary) for the state
+//!   machine's inputs ([`task::Input`], [`task::TaskConfig`], [`StreamId`], ...), so a fuzzer
+//!   can generate them.
+//! - `test-support` (implies `arbitrary`): test support, **not a stable API**. It adds
+//!   `task::sim` (the scenario driver shared by the `task_machine` fuzz target and
+//!   `core/tests/task_fuzz_replay.rs`), `task::invariants` (the checker of the task
+//!   machine's contract) and the hidden `pidring::__private` (worker internals for the
+//!   criterion benches and the `tree_watch` fuzz target). The fuzz crate and the benches
+//!   enable it; this crate's own tests get it through a dev-dependency on itself, so plain
+//!   `cargo test --workspace` runs everything while release builds leave it off.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod child;
 pub mod containment;
@@ -40,12 +55,13 @@ mod worker;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// Worker internals for the criterion benches (`benches/`) and the `tree_watch` fuzz target;
+/// not a stable API. Only with the `test-support` feature.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
-/// Internals exposed for the criterion benches only; not a stable API.
 pub mod __private {
     pub use crate::worker::user_data;
     /// The worker's tree-watch state machine, for the fuzz target.
-    #[cfg(feature = "arbitrary")]
     pub mod tree_watch {
         pub use crate::worker::tree_watch::{check_sequence, Checked, WatchInput, WatchMode};
     }

@@ -34,11 +34,15 @@ pub enum Backend {
 /// The driver a pool chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// io_uring: each worker's pidfds and pipes live in its ring's fixed-file table, not in
+    /// the process fd table.
     Uring,
+    /// epoll: each task's pidfd and pipes are ordinary descriptors of the process.
     Epoll,
 }
 
 impl BackendKind {
+    /// The driver's name as the CLI and the logs spell it: `"uring"` or `"epoll"`.
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Uring => "uring",
@@ -50,7 +54,9 @@ impl BackendKind {
 /// Counters, summed over the workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Tasks started and not yet released (their `Done` not yet sent) at the time of the call.
     pub live_tasks: u64,
+    /// Tasks started since the pool was built (spawns that failed are not counted).
     pub spawned: u64,
     /// Completions that arrived for a task slot that had been released (dropped).
     pub stale_completions: u64,
@@ -120,11 +126,18 @@ impl PoolBuilder {
         self
     }
 
+    /// How a task's whole tree is contained and killed (default [`Containment::Auto`]: a
+    /// cgroup v2 per task where one can be made, else the task's process group;
+    /// [`Pool::containment_reason`] says which and why). [`Containment::Cgroup`] makes
+    /// [`build`](Self::build) fail where no cgroup can be made.
     pub fn containment(mut self, c: Containment) -> Self {
         self.containment = c;
         self
     }
 
+    /// Which driver runs the tasks (default [`Backend::Auto`]: io_uring where the kernel
+    /// and the sandbox allow it, else epoll; [`Pool::backend_reason`] says which and why).
+    /// [`Backend::Uring`] makes [`build`](Self::build) fail where io_uring cannot run.
     pub fn backend(mut self, b: Backend) -> Self {
         self.backend = b;
         self
@@ -185,6 +198,17 @@ impl PoolBuilder {
         self
     }
 
+    /// Chooses the backend and the containment, raises the soft `RLIMIT_NOFILE` to the
+    /// hard limit (children get the original back), and starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidOption`] for an option out of range (0 workers or more than
+    /// 1024, a submission queue outside `1..=32768`, a zero task budget) or a subreaper that
+    /// cannot be set up; [`BuildError::BackendUnavailable`] and
+    /// [`BuildError::Containment`] when what was asked for explicitly cannot run here;
+    /// [`BuildError::Driver`], [`BuildError::Cleanup`] and [`BuildError::Thread`] when the
+    /// system refuses a resource. Nothing is left running on error.
     pub fn build(self) -> Result<Pool, BuildError> {
         if !(1..=32768).contains(&self.submission_queue) {
             return Err(BuildError::InvalidOption(format!(
@@ -352,6 +376,9 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A builder with the defaults: one worker per core, io_uring and cgroup containment
+    /// where available ([`Backend::Auto`], [`Containment::Auto`]), a task budget of
+    /// [`DEFAULT_TASK_BUDGET`], one event receiver for the pool, no subreaper.
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
             workers: None,
@@ -407,6 +434,7 @@ impl Pool {
         &self.worker_events
     }
 
+    /// The containment every task of this pool gets.
     pub fn containment(&self) -> ContainmentKind {
         self.containment.kind()
     }
@@ -433,10 +461,14 @@ impl Pool {
         self.capacity
     }
 
+    /// The number of worker threads (each with its own ring or epoll instance).
     pub fn workers(&self) -> usize {
         self.workers.len()
     }
 
+    /// The pool's counters now, summed over the workers (`lent_pidfds_peak`: the largest
+    /// worker's). Each counter is read without stopping the workers, so the sums are not
+    /// one instant's snapshot.
     pub fn stats(&self) -> PoolStats {
         let mut stats = PoolStats::default();
         for w in &self.workers {

@@ -111,11 +111,13 @@ impl TaskSpec {
         }
     }
 
+    /// Appends one argument (`argv[1..]`; `argv[0]` is the program as given).
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
+    /// Appends each of `args`, in order.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -146,6 +148,8 @@ impl TaskSpec {
         self
     }
 
+    /// The child's working directory (default: the supervisor's). A directory the child
+    /// cannot enter makes `spawn` fail with [`SpawnError::Cwd`](crate::SpawnError::Cwd).
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
@@ -160,11 +164,15 @@ impl TaskSpec {
         self
     }
 
+    /// Where stdout goes (default [`Stdio::Capture`]: delivered as `Event::Output` on
+    /// [`StreamId::STDOUT`](crate::StreamId::STDOUT)).
     pub fn stdout(mut self, stdout: Stdio) -> Self {
         self.stdout = stdout;
         self
     }
 
+    /// Where stderr goes (default [`Stdio::Capture`]: delivered as `Event::Output` on
+    /// [`StreamId::STDERR`](crate::StreamId::STDERR)).
     pub fn stderr(mut self, stderr: Stdio) -> Self {
         self.stderr = stderr;
         self
@@ -227,16 +235,29 @@ impl TaskSpec {
         self
     }
 
+    /// What happens when the main process has exited but its tree lives on or still holds
+    /// the output open (default [`AfterExit::KillTree`]: terminated after the
+    /// [`drain`](Self::drain)).
     pub fn after_exit(mut self, policy: AfterExit) -> Self {
         self.after_exit = policy;
         self
     }
 
+    /// At most `max` processes and threads in the task's tree at once (the cgroup's
+    /// `pids.max`): a `fork` beyond fails with `EAGAIN` in the task. Needs the pids
+    /// controller (cgroup v2, or its v1 hierarchy); without it, or in process-group mode,
+    /// `spawn` fails with [`SpawnError::Containment`](crate::SpawnError::Containment)
+    /// ([`ContainmentError::ControllerMissing`](crate::ContainmentError::ControllerMissing)).
     pub fn pids_max(mut self, max: u64) -> Self {
         self.limits.pids_max = Some(max);
         self
     }
 
+    /// At most `bytes` of memory for the task's tree (the cgroup's `memory.max`): beyond it
+    /// the kernel reclaims, then the OOM killer kills inside the tree. Needs the memory
+    /// controller (cgroup v2, or its v1 hierarchy); without it, or in process-group mode,
+    /// `spawn` fails with [`SpawnError::Containment`](crate::SpawnError::Containment)
+    /// ([`ContainmentError::ControllerMissing`](crate::ContainmentError::ControllerMissing)).
     pub fn memory_max(mut self, bytes: u64) -> Self {
         self.limits.memory_max = Some(bytes);
         self
@@ -265,6 +286,7 @@ impl TaskSpec {
         self
     }
 
+    /// The program to run, as given to [`new`](Self::new).
     pub fn program(&self) -> &OsStr {
         &self.program
     }

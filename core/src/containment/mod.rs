@@ -1,14 +1,14 @@
 //! Whole-tree containment: a cgroup v2 per task (killed with `cgroup.kill`, watched through
 //! `cgroup.events`), or the task's own process group where no writable cgroup v2 exists.
 //!
-//! - [`discover`]: where the hierarchies are (`/proc/self/mountinfo`, `/proc/self/cgroup`).
-//! - [`cgroup`]: operations on one cgroup directory.
-//! - [`process_group`]: signals to the task-runner's group through its pidfd.
-//! - [`ownership`]: pool directories are owned through an `flock`, which every PID
+//! - `discover`: where the hierarchies are (`/proc/self/mountinfo`, `/proc/self/cgroup`).
+//! - `cgroup`: operations on one cgroup directory.
+//! - `process_group`: signals to the task-runner's group through its pidfd.
+//! - `ownership`: pool directories are owned through an `flock`, which every PID
 //!   namespace sees.
-//! - [`stale`]: a new pool kills and removes the cgroups of dead pools.
-//! - [`removal`]: cgroup removal off the event loop (the pool's cleanup thread).
-//! - [`subreaper`] and [`orphans`]: orphans come back to the supervisor, which reaps (and,
+//! - `stale`: a new pool kills and removes the cgroups of dead pools.
+//! - `removal`: cgroup removal off the event loop (the pool's cleanup thread).
+//! - `subreaper` and `orphans`: orphans come back to the supervisor, which reaps (and,
 //!   for process-group escapers, kills) only its own pool's.
 //!
 //! How `Containment::Auto` decides: cgroup mode if the pool's cgroup can be made. Errors that
@@ -55,18 +55,28 @@ pub enum Containment {
     /// cgroup v2 where a writable hierarchy exists, else process group.
     #[default]
     Auto,
+    /// A cgroup v2 per task, or [`BuildError::Containment`](crate::BuildError::Containment)
+    /// when no writable cgroup v2 hierarchy exists here.
     Cgroup,
+    /// The task's own process group: no cgroup is made. A process that leaves the group
+    /// (`setsid`, `setpgid`) escapes the tree kill; with
+    /// [`PoolBuilder::subreaper`](crate::PoolBuilder::subreaper) it is killed when it is
+    /// orphaned back to the supervisor.
     ProcessGroup,
 }
 
 /// What the pool chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainmentKind {
+    /// A cgroup v2 per task: the tree is killed with `cgroup.kill` and watched through
+    /// `cgroup.events`, and nothing in it can escape.
     Cgroup,
+    /// The task's own process group, signalled through the task-runner's pidfd.
     ProcessGroup,
 }
 
 impl ContainmentKind {
+    /// The kind's name as the CLI and the logs spell it: `"cgroup"` or `"process-group"`.
     pub fn as_str(self) -> &'static str {
         match self {
             ContainmentKind::Cgroup => "cgroup",
@@ -75,20 +85,33 @@ impl ContainmentKind {
     }
 }
 
+/// Why a pool's or a task's containment could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainmentError {
+    /// [`Containment::Cgroup`] was asked for and no cgroup can be made here; carries why
+    /// (the paths and errnos tried) and how to get cgroup mode.
     #[error("no writable cgroup v2 hierarchy: {0}")]
     NoCgroupV2(String),
+    /// An operation on a cgroup file or directory failed for a reason that is not a property
+    /// of the environment (`ENOMEM`, `EMFILE`, `EAGAIN` from `cgroup.max.descendants`, ...):
+    /// quietly falling back to process groups would hide it.
     #[error("{path}: {source}")]
     Io {
+        /// The cgroup file or directory.
         path: PathBuf,
+        /// The system call's error.
         #[source]
         source: io::Error,
     },
+    /// A task's [`Limits`] need a controller that is available neither in the pool's v2
+    /// cgroup nor as a v1 hierarchy (or the pool runs in process-group mode).
     #[error("limit {limit} needs the {controller} controller, which is not available: {detail}")]
     ControllerMissing {
+        /// The limit asked for (`"pids_max"`, `"memory_max"`, as in [`Limits`]).
         limit: &'static str,
+        /// The controller it needs (`"pids"`, `"memory"`).
         controller: &'static str,
+        /// Why the controller is not available here.
         detail: String,
     },
 }

@@ -45,96 +45,162 @@ use super::{
 /// A break of the machine's contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
+    /// `Exited` with no reap, with a status other than the reaped one, or after a spawn
+    /// failure (item 4).
     #[error("action {0:?} after Release")]
     ActionAfterRelease(Action),
+    /// A second `Release` (item 1).
     #[error("Release emitted twice")]
     ReleaseTwice,
+    /// `Release` without a `Done` before it (item 4).
     #[error("Release before Done")]
     ReleaseBeforeDone,
+    /// `Release` (or `Done`) while something still holds the task: the process not
+    /// reaped, a stream open, the tree neither empty nor killed, or an op in flight
+    /// (item 1).
     #[error("{action:?} while {blocker}")]
     ReleaseTooEarly {
+        /// The action that came too early.
         action: Action,
+        /// What still held the task.
         blocker: &'static str,
     },
+    /// The run ended, every op completed, and `Release` never came (items 5 and 7).
     #[error("Release never came")]
     NotReleased,
+    /// A second `Done` (item 4).
     #[error("Done emitted twice")]
     DoneTwice,
+    /// `Done` before `Exited`, for a task whose process ran (item 4).
     #[error("Done before Exited")]
     DoneBeforeExited,
+    /// An action other than `Release` after `Done` (item 4).
     #[error("{0:?} after Done (only Release may follow)")]
     DoneNotLast(Action),
+    /// `Done` not followed by `Release` in the same batch of actions (item 4).
     #[error("Done came without Release in the same batch")]
     DoneWithoutRelease,
+    /// `Done`'s outcome disagrees with what the checker saw (status, bytes, duration,
+    /// signalling, or a reason it cannot justify) (item 4).
     #[error("Done outcome wrong ({what}): {outcome:?}")]
     BadOutcome {
+        /// Which part of the outcome is wrong.
         what: &'static str,
+        /// The outcome as emitted.
         outcome: Outcome,
     },
+    /// A second `Exited` (item 4).
     #[error("Exited emitted twice")]
     ExitedTwice,
+    /// `Exited` with no reap, or with a status other than the reaped one (item 4).
     #[error("Exited({0:?}) does not match the reap")]
     ExitedWithoutReap(ExitStatus),
+    /// `Exited` while a read stream is still open: output could follow it (item 4).
     #[error("Exited while stream {0:?} is open")]
     ExitedBeforeEof(StreamId),
+    /// An action naming a stream that is not in the config.
     #[error("{0:?} names a stream not in the config")]
     UnknownStream(Action),
+    /// A second `Close` of one stream (item 3).
     #[error("Close({0:?}) twice")]
     CloseTwice(StreamId),
+    /// `Close` of a stream whose read is in flight (item 3).
     #[error("Close({0:?}) while its read is in flight")]
     CloseWhileReading(StreamId),
+    /// `SubmitRead`, `SubmitWait` or `WatchTree` while that op is in flight, for a
+    /// closed stream, or after the reap.
     #[error("{0:?} while that op is in flight (or the stream is closed, or after the reap)")]
     BadSubmit(Action),
+    /// `Cancel` of an op not in flight, or a second one (item 5).
     #[error("Cancel({0:?}) for an op not in flight, or cancelled twice")]
     BadCancel(Op),
+    /// `SignalMain` after the reap: the pid may be reused (item 6).
     #[error("SignalMain({0}) after the reap")]
     SignalMainAfterReap(i32),
+    /// `SignalTree` to a tree known empty (item 6).
     #[error("SignalTree({0}) to a tree known empty")]
     SignalEmptyTree(i32),
+    /// The same tree signal twice (item 6).
     #[error("SignalTree({0}) twice")]
     SignalTwice(i32),
+    /// SIGTERM after SIGKILL (item 6).
     #[error("SIGTERM after SIGKILL")]
     EscalatedBackwards,
+    /// `SignalTree` with a signal other than SIGTERM or SIGKILL (item 6).
     #[error("SignalTree({0}): the machine only sends SIGTERM and SIGKILL to the tree")]
     UnexpectedSignal(i32),
+    /// SIGKILL before `grace` passed since SIGTERM, without a kill request (item 6).
     #[error("SIGKILL before grace expired and without a kill request")]
     EarlyKill,
+    /// A terminate (request, timeout or drain) accepted, and no SIGTERM to a tree that
+    /// may live (item 6).
     #[error("terminate accepted but no SIGTERM reached a tree that may live")]
     MissingTerm,
+    /// A kill requested or grace passed, and no SIGKILL to a tree that may live (item
+    /// 6).
     #[error("kill requested or grace expired but no SIGKILL reached a tree that may live")]
     MissingKill,
+    /// An input's result differs from the one the checker's model predicts (item 2).
     #[error("{input:?}: expected {expected:?}, machine said {got:?}")]
     WrongResult {
+        /// The input.
         input: Input,
+        /// The result the model predicts.
         expected: Result<(), Rejected>,
+        /// The machine's result.
         got: Result<(), Rejected>,
     },
+    /// `TaskMachine::rejected` differs from the checker's count of rejected inputs.
     #[error("rejected() is {machine}, the checker counted {checker}")]
-    RejectedCount { machine: u64, checker: u64 },
+    RejectedCount {
+        /// `TaskMachine::rejected`.
+        machine: u64,
+        /// The checker's count.
+        checker: u64,
+    },
+    /// `TaskMachine::is_released` disagrees with the actions seen after a batch.
     #[error("is_released() is {0} after the batch")]
     ReleasedFlag(bool),
+    /// `poll_timeout` is a deadline after `Release`, or one already due right after
+    /// `handle_timeout` (carried: its distance from now).
     #[error(
         "poll_timeout() is {0:?} (after Release, or a deadline left due after handle_timeout)"
     )]
     BadTimeout(Option<Duration>),
+    /// With `TreeWatch::Notifies`, the watch is still in flight and not cancelled
+    /// `grace` after SIGKILL (item 7).
     #[error("SIGKILL + grace passed and the tree watch was not cancelled")]
     KillWaitUnbounded,
+    /// A stream neither reading nor closed, with nothing that will ever move it (item
+    /// 5).
     #[error("stream {0:?} is neither reading nor closed")]
     StreamStuck(StreamId),
+    /// The process neither reaped nor waited for (item 7).
     #[error("the process is neither reaped nor waited for")]
     WaitStuck,
+    /// A `SubmitRead` while reads are paused by flow control (item 8).
     #[error("{0:?} while reads are paused by flow control")]
     ReadWhilePaused(Action),
+    /// `StopRead` without a pause, or for a read not in flight (item 8).
     #[error("StopRead({0:?}) without a pause, or for a read not in flight")]
     BadStop(StreamId),
+    /// A pause accepted, and a read in flight neither stopped nor cancelled in that
+    /// batch (item 8).
     #[error("Pause accepted but the read of {0:?} was neither stopped nor cancelled")]
     PauseIgnored(StreamId),
+    /// A read cancelled or given up without cause: its stream not aborted, the tree not
+    /// killed, the drain not passed in unpaused time (item 8).
     #[error("{0:?} drops unread data without cause (not aborted, tree not killed, drain not passed in unpaused time)")]
     ReadDropped(Action),
+    /// Queued bytes dropped (a write given up) while the task may still read them (item
+    /// 9).
     #[error("{0:?} drops bytes to write while the task may still read them")]
     WriteDropped(Action),
+    /// `SubmitWrite` with no bytes queued, with a write in flight, or after the write
+    /// side ended (item 9).
     #[error("{0:?}: no bytes queued, or a write already in flight, or the write side is over")]
     BadWrite(Action),
+    /// Bytes queued and no write in flight to write them (item 9).
     #[error("stream {0:?} has bytes queued and no write in flight")]
     WriteStuck(StreamId),
 }
@@ -893,6 +959,7 @@ impl Checker {
 
     // ----- the model, for drivers (see `super::sim`) -----
 
+    /// How the tree is watched ([`TaskConfig::tree`]).
     pub fn tree_mode(&self) -> TreeWatch {
         self.mode
     }
@@ -931,24 +998,31 @@ impl Checker {
     pub fn paused(&self) -> bool {
         self.paused
     }
+    /// The status of the reap (`handle_process_exited` accepted), if it came.
     pub fn reaped(&self) -> Option<ExitStatus> {
         self.reaped
     }
+    /// The wait op (`SubmitWait`) is in flight: the process is not reaped yet.
     pub fn wait_in_flight(&self) -> bool {
         self.wait_in_flight
     }
+    /// The tree watch (`WatchTree`) is in flight.
     pub fn watch_in_flight(&self) -> bool {
         self.watch_in_flight
     }
+    /// `Cancel(Op::TreeWatch)` was sent for the watch in flight.
     pub fn watch_cancel_sent(&self) -> bool {
         self.watch_in_flight && self.watch_cancel_sent
     }
+    /// `SignalTree(SIGKILL)` was sent.
     pub fn sigkill_sent(&self) -> bool {
         self.sigkill_sent
     }
+    /// `Release` came.
     pub fn released(&self) -> bool {
         self.released
     }
+    /// The outcome of `Done`, once it came.
     pub fn outcome(&self) -> Option<&Outcome> {
         self.done.as_ref()
     }
@@ -1060,10 +1134,12 @@ impl Checked {
         self.checker.finish()
     }
 
+    /// The machine under test.
     pub fn machine(&self) -> &TaskMachine {
         &self.machine
     }
 
+    /// The checker, and through it its model of what is in flight (for drivers).
     pub fn checker(&self) -> &Checker {
         &self.checker
     }

@@ -5,8 +5,9 @@
 //! requests in through `handle_*` methods (or [`TaskMachine::handle`] with an [`Input`]), time
 //! passed in as `now`, and drains what to do through [`TaskMachine::poll_action`] and
 //! [`TaskMachine::poll_timeout`]. No syscalls, no fds, no clock reads, no `unsafe`, no panics
-//! on any input: cargo-fuzz drives it directly (see `fuzz/`), and [`invariants::Checker`]
-//! checks the contract of `shared/DESIGN.md` on every input and action.
+//! on any input: cargo-fuzz drives it directly (see `fuzz/`), and `invariants::Checker`
+//! (with the `test-support` feature) checks the contract of `shared/DESIGN.md` on every
+//! input and action.
 //!
 //! # Parts
 //!
@@ -101,10 +102,11 @@
 
 use std::time::Duration;
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod invariants;
 mod machine;
 mod process;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod sim;
 mod stream;
 #[cfg(test)]
@@ -114,8 +116,10 @@ mod tree;
 
 pub use machine::TaskMachine;
 
-/// Signal numbers the machine itself decides to send.
+/// `SIGTERM`, the signal that starts a termination (then `grace`, then [`SIGKILL`]). The
+/// machine names its own signals so that it needs no `libc`.
 pub const SIGTERM: i32 = 15;
+/// `SIGKILL`, the signal that ends a termination, or a `kill` request at once.
 pub const SIGKILL: i32 = 9;
 
 /// A stream of a task: 0 is stdout, 1 is stderr, `2 + k` is the k-th extra channel (raw
@@ -125,7 +129,9 @@ pub const SIGKILL: i32 = 9;
 pub struct StreamId(pub u8);
 
 impl StreamId {
+    /// The task's stdout (read by the supervisor when captured).
     pub const STDOUT: StreamId = StreamId(0);
+    /// The task's stderr (read by the supervisor when captured).
     pub const STDERR: StreamId = StreamId(1);
     /// The task's stdin (written by the supervisor, never read).
     pub const STDIN: StreamId = StreamId(255);
@@ -185,6 +191,9 @@ pub enum AfterExit {
     DrainUntilEof,
 }
 
+/// What the machine of one task is set up with: the streams the driver reads and writes, the
+/// timers, and how the tree is watched and treated after the exit. Built by the driver from
+/// the user's [`TaskSpec`](crate::TaskSpec) and the pool's containment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskConfig {
     /// The streams the driver reads, in any order, without duplicates.
@@ -192,10 +201,19 @@ pub struct TaskConfig {
     /// The streams the driver writes (stdin, framed channels). One that is also in
     /// `streams` is a single descriptor read and written (a socketpair channel).
     pub writable: Vec<StreamId>,
+    /// The task timeout from the machine's creation: when it fires the tree is terminated
+    /// (reason [`Reason::TimedOut`]). `None`: no timeout.
     pub timeout: Option<Duration>,
+    /// Time from SIGTERM to SIGKILL on any termination; with [`TreeWatch::Notifies`], also
+    /// the longest wait for the tree to empty after SIGKILL.
     pub grace: Duration,
+    /// With [`AfterExit::KillTree`]: how long after the reap the tree may keep streams open
+    /// or live before it is terminated ([`Reason::DrainExpired`]). Time spent paused by flow
+    /// control does not count.
     pub drain: Duration,
+    /// How the driver learns that the tree is empty.
     pub tree: TreeWatch,
+    /// What happens when the main process has exited and its tree lives on.
     pub after_exit: AfterExit,
 }
 
@@ -221,6 +239,8 @@ pub enum Reason {
 /// What the user learns in `Done`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// Why the task ended, by the precedence of the module docs (`SpawnFailed` >
+    /// `TimedOut` > `Terminated` > `DrainExpired` > the natural reason).
     pub reason: Reason,
     /// The main process's status (`Unknown` when it never ran).
     pub status: ExitStatus,
@@ -238,13 +258,19 @@ pub struct Outcome {
 /// What the machine tells the user through the driver (the driver itself emits `Output`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
+    /// The main process was reaped and every read stream is closed (all of its output came
+    /// before); at most once, never after a spawn failure.
     Exited(ExitStatus),
+    /// The task is over: reaped, every stream closed, the tree empty or killed, nothing in
+    /// flight. Exactly once, immediately followed by [`Action::Release`].
     Done(Outcome),
 }
 
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Start a read op on this stream ([`Op::Read`]); the driver answers `handle_data`,
+    /// `handle_eof`, `handle_read_stopped`, `handle_io_error` or `handle_cancelled`.
     SubmitRead(StreamId),
     /// Flow control: end the read op in flight on this stream early (like a cancellation),
     /// without ending the stream; a `SubmitRead` follows once the task is resumed.
@@ -252,29 +278,52 @@ pub enum Action {
     /// Write (some of) the bytes queued for this stream; the driver answers `Written` with
     /// how many went out, or `WriteFailed`.
     SubmitWrite(StreamId),
+    /// Wait for the main process to exit and reap it ([`Op::Wait`]); the driver answers
+    /// `handle_process_exited`. Emitted once, by [`TaskMachine::new`].
     SubmitWait,
+    /// The main process is reaped: find out whether the tree is empty ([`Op::TreeWatch`]),
+    /// once or until it is, as [`TaskConfig::tree`] says. At most once.
     WatchTree,
+    /// Send this signal to the main process only, through its pidfd (a user's
+    /// [`TaskHandle::signal`](crate::TaskHandle::signal)); never after the reap.
     SignalMain(i32),
+    /// Send this signal ([`SIGTERM`] or [`SIGKILL`]) to every process of the task's tree,
+    /// the main process included; each at most once, never to a tree known empty.
     SignalTree(i32),
+    /// Cancel this op in flight; the driver answers `handle_cancelled`, or the op's own
+    /// completion if it won the race.
     Cancel(Op),
+    /// Close the stream's descriptor: every side of it has ended and no op on it is in
+    /// flight. Exactly once per stream.
     Close(StreamId),
+    /// Deliver this notice to the user.
     Emit(Notice),
+    /// The terminal transition: free everything the task holds (its slot, pidfd, cgroup,
+    /// buffers). Exactly once, last; every later input is [`Rejected::AfterRelease`].
     Release,
 }
 
 /// An event that is impossible in the machine's current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
+    /// Any input after [`Action::Release`].
     #[error("the task was already released")]
     AfterRelease,
+    /// The stream is in neither [`TaskConfig::streams`] nor [`TaskConfig::writable`].
     #[error("no such stream {0:?}")]
     UnknownStream(StreamId),
+    /// A completion for an op the machine does not have in flight (a duplicate, or one
+    /// that arrived after the op was already settled).
     #[error("completion for {0:?}, which is not in flight")]
     NotInFlight(Op),
+    /// A second `handle_process_exited`.
     #[error("the process was already reaped")]
     AlreadyReaped,
+    /// A write or `close_stdin` on a stream the driver only reads (in
+    /// [`TaskConfig::streams`], not in [`TaskConfig::writable`]).
     #[error("stream {0:?} is not written by the supervisor")]
     NotWritable(StreamId),
+    /// A write to a stream whose write side has ended (closed, failed or given up).
     #[error("stream {0:?} is closed for writing")]
     WriteClosed(StreamId),
 }
@@ -289,8 +338,11 @@ pub enum Input {
     /// [`TaskMachine::handle_data`] (`len` is a `u32` so that fuzz inputs do not depend on
     /// the platform's `usize`).
     Data {
+        /// The stream read.
         stream: StreamId,
+        /// Bytes read.
         len: u32,
+        /// The read op stays in flight (multishot) and will complete again.
         more: bool,
     },
     /// [`TaskMachine::handle_eof`].
@@ -320,11 +372,21 @@ pub enum Input {
     /// [`TaskMachine::handle_abort`].
     Abort(StreamId),
     /// [`TaskMachine::handle_write`].
-    Write { stream: StreamId, len: u32 },
+    Write {
+        /// The stream written (stdin, a framed channel).
+        stream: StreamId,
+        /// Bytes queued.
+        len: u32,
+    },
     /// [`TaskMachine::handle_close_stdin`].
     CloseStdin,
     /// [`TaskMachine::handle_written`].
-    Written { stream: StreamId, len: u32 },
+    Written {
+        /// The stream written.
+        stream: StreamId,
+        /// Bytes the write op wrote (a partial write is normal).
+        len: u32,
+    },
     /// [`TaskMachine::handle_write_failed`].
     WriteFailed(StreamId, i32),
 }

@@ -25,10 +25,15 @@ pub struct Setup {
     pub duplex: u8,
     /// Stdin is captured: a write-only stream.
     pub stdin: bool,
+    /// [`TaskConfig::timeout`] in milliseconds (`None`: no timeout).
     pub timeout_ms: Option<u16>,
+    /// [`TaskConfig::grace`] in milliseconds.
     pub grace_ms: u16,
+    /// [`TaskConfig::drain`] in milliseconds.
     pub drain_ms: u16,
+    /// [`TaskConfig::tree`].
     pub tree: TreeWatch,
+    /// [`TaskConfig::after_exit`].
     pub after_exit: AfterExit,
     /// `Some(errno)`: the machine is `TaskMachine::spawn_failed`.
     pub spawn_failed: Option<i32>,
@@ -38,7 +43,9 @@ pub struct Setup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Step {
+    /// Milliseconds the clock moves before the input (0: the same instant).
     pub advance_ms: u16,
+    /// The input, its stream ids mapped into the setup's (see [`Setup::streams`]).
     pub input: Input,
 }
 
@@ -68,15 +75,20 @@ pub struct Finish {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Scenario {
+    /// The task's configuration.
     pub setup: Setup,
+    /// How the finishing driver completes what is left.
     pub finish: Finish,
+    /// The inputs fed before the finishing phase, in order, whatever the machine's state.
     pub steps: Vec<Step>,
 }
 
 /// A contract violation with the inputs that led to it.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The broken rule.
     pub violation: Violation,
+    /// The inputs fed, one a line with the time since the machine's creation.
     pub history: String,
 }
 
@@ -101,6 +113,8 @@ impl Setup {
         self.streams % 5
     }
 
+    /// The machine's [`TaskConfig`]: read streams `0..n`, the duplex ones and stdin
+    /// writable, the durations in milliseconds.
     pub fn config(&self) -> TaskConfig {
         let n = self.stream_count();
         let duplex = self.duplex % (n + 1);
@@ -302,6 +316,7 @@ fn next_finishing_input(
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// The next 64 pseudo-random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -315,6 +330,7 @@ impl SplitMix64 {
         self.next_u64() % n.max(1)
     }
 
+    /// True with a probability of about `percent` in 100.
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }

@@ -18,7 +18,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum WatchMode {
+    /// cgroup mode: `populated` in `cgroup.events`, then a `POLLPRI` watch on it.
     Notify,
+    /// Process-group mode: signal 0 to the group through a lent pidfd, again after a backoff.
     Probe,
 }
 
@@ -70,7 +72,9 @@ pub(crate) enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum Checked {
+    /// The tree is empty (`populated 0`, or no process left in the group).
     Empty,
+    /// Some process of the tree lives.
     Populated,
     /// The check could not be made (no pidfd could be lent, `cgroup.events` unreadable).
     Failed,
@@ -178,22 +182,30 @@ impl TreeWatch {
 }
 
 /// An input to a watch, for the fuzz target and the tests.
-#[cfg(any(test, feature = "arbitrary"))]
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
 pub enum WatchInput {
+    /// The machine asks for a watch (`TreeWatch::start`).
     Start,
+    /// The machine cancels the watch (`TreeWatch::cancel`).
     Cancel,
+    /// A check or probe ended with this finding (`TreeWatch::checked`).
     Checked(Checked),
+    /// The `POLLPRI` watch fired (`TreeWatch::poll_ended(Ok)`).
     PollFired,
+    /// The `POLLPRI` watch ended cancelled (`ECANCELED`; only once its cancellation was
+    /// sent, as the kernel does).
     PollCancelled,
+    /// The `POLLPRI` watch ended with another error, or a cancellation nobody asked for.
     PollFailed,
+    /// The backoff between two probes is over (`TreeWatch::sleep_over`).
     SleepOver,
 }
 
 /// Drives one watch through `inputs` the way the loop does (an input only arrives when the
 /// watch's state allows it, as in the loop) and checks the contract; returns the number of
 /// reports, or the first broken rule.
-#[cfg(any(test, feature = "arbitrary"))]
+#[cfg(any(test, feature = "test-support"))]
 pub fn check_sequence(mode: WatchMode, inputs: &[WatchInput]) -> Result<usize, String> {
     let mut watch = TreeWatch::Idle;
     let mut running = false;

@@ -80,11 +80,17 @@ impl OpTag {
 /// A decoded tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag {
+    /// The task's slot in its worker (or, for `CloseFixed` and `Rmdir`, the fixed-file
+    /// index or the removal number).
     pub slot: u32,
+    /// The slot's generation when the op was submitted (wraps at 65,536 reuses).
     pub generation: u16,
+    /// The operation.
     pub op: OpTag,
 }
 
+/// The 64-bit `user_data` of `tag`, laid out as the module docs say. Lossless:
+/// `unpack(pack(t)) == Some(t)`.
 #[inline]
 pub fn pack(tag: Tag) -> u64 {
     let (kind, arg) = tag.op.encode();
@@ -94,6 +100,8 @@ pub fn pack(tag: Tag) -> u64 {
         | u64::from(kind) << 56
 }
 
+/// The tag of a completion's `user_data`, or `None` when its operation byte is none of
+/// [`OpTag`]'s (not a value [`pack`] made).
 #[inline]
 pub fn unpack(user_data: u64) -> Option<Tag> {
     let op = OpTag::decode((user_data >> 56) as u8, (user_data >> 48) as u8)?;

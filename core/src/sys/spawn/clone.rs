@@ -36,6 +36,8 @@ pub enum SpawnMethod {
 }
 
 impl SpawnMethod {
+    /// The method's name as logs, reports and [`SPAWN_METHOD_VAR`] spell it: `"clone3"` or
+    /// `"clone"`.
     pub fn as_str(self) -> &'static str {
         match self {
             SpawnMethod::Clone3 => "clone3",
