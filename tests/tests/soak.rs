@@ -123,7 +123,7 @@ fn soak(
                 handles
                     .remove(&task)
                     .expect("Done for a task never spawned");
-                if done_ids.len() % every == 0 {
+                if done_ids.len().is_multiple_of(every) {
                     samples.push(Sample {
                         done: done_ids.len(),
                         fds: fd_count(),

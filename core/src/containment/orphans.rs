@@ -275,13 +275,10 @@ impl OrphanSweep {
         for _ in 0..1024 {
             match crate::sys::pidfd::peek_exited_child() {
                 Ok(Some(pid)) if !st.is_runner(pid) => match read_stat(pid) {
-                    Some(p) if self.owner(&st, &p, host_session()) != Owner::Host => {
-                        if reap_pid(pid) {
-                            report.reaped += 1;
-                        } else {
-                            blocked = true;
-                            break;
-                        }
+                    Some(p)
+                        if self.owner(&st, &p, host_session()) != Owner::Host && reap_pid(pid) =>
+                    {
+                        report.reaped += 1;
                     }
                     Some(_) => {
                         // The host's zombie: its to reap. It hides the others: scan.

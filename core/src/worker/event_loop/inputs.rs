@@ -52,10 +52,10 @@ impl<D: Driver> Worker<D> {
             return;
         }
         let key = tag.slot as usize;
-        if !self
+        if self
             .tasks
             .get(key)
-            .is_some_and(|task| task.generation == tag.generation)
+            .is_none_or(|task| task.generation != tag.generation)
         {
             // It outlived its task (or the slot's new task): dropping it closes a lent pidfd
             // and frees its bytes.

@@ -297,7 +297,7 @@ impl<D: Driver> Worker<D> {
     /// from the task that holds the slot now.
     fn control(&mut self, id: TaskId, slot: u32, request: Request) {
         let key = slot as usize;
-        if !self.tasks.get(key).is_some_and(|task| task.id == id) {
+        if self.tasks.get(key).is_none_or(|task| task.id != id) {
             // The task already ended: a late request is not an error for the caller.
             return;
         }
