@@ -281,7 +281,8 @@ impl OrphanSweep {
                         report.reaped += 1;
                     }
                     Some(_) => {
-                        // The host's zombie: its to reap. It hides the others: scan.
+                        // The host's zombie (its to reap), or ours that would not be reaped:
+                        // it hides the others, so scan.
                         blocked = true;
                         break;
                     }
