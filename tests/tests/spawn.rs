@@ -260,6 +260,56 @@ fn fd_limits_inner() {
     println!("fd limits inner ok");
 }
 
+/// The epoll driver holds exactly `Pool::capacity()` typical tasks (pidfd, stdout, stderr in
+/// the process fd table), no fewer: the last one fits, the next is `AtCapacity`. In
+/// process-group mode a task needs no `cgroup.events` descriptor, and its room must not be
+/// counted as if it did.
+#[test]
+fn the_epoll_driver_holds_exactly_its_capacity() {
+    inner("epoll_capacity_inner", &[]);
+}
+
+#[test]
+fn epoll_capacity_inner() {
+    if !is_inner("epoll_capacity_inner") {
+        return;
+    }
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    // 256 fds are left to the program; 60 more make room for 20 tasks of 3 fds. (The pool
+    // raises the soft limit to the hard one: both are set.)
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(316),
+            maximum: Some(316),
+        },
+    )
+    .unwrap();
+    let pool = Pool::builder()
+        .workers(1)
+        .backend(pidring::Backend::Epoll)
+        .containment(Containment::ProcessGroup)
+        .build()
+        .unwrap();
+    let cap = pool.capacity();
+    assert_eq!(cap, 20);
+    let busy = || TaskSpec::new("sleep").arg("60");
+    let held: Vec<_> = (0..cap)
+        .map(|i| {
+            pool.spawn(busy())
+                .unwrap_or_else(|e| panic!("task {i} of {cap}: {e}"))
+        })
+        .collect();
+    assert!(matches!(pool.spawn(busy()), Err(SpawnError::AtCapacity(_))));
+    for task in &held {
+        task.kill().unwrap();
+    }
+    let ids: Vec<_> = held.iter().map(|t| t.id()).collect();
+    collect(&pool, &ids, LIMIT);
+    pool.shutdown();
+    println!("epoll capacity inner ok");
+}
+
 /// `TooManyProcesses`: the kernel refuses a new process (`EAGAIN`), here because the
 /// supervisor runs as a user over its `RLIMIT_NPROC`. Needs root (to change user).
 #[test]

@@ -48,8 +48,10 @@ impl<D: Driver> Worker<D> {
             tree,
         } = started;
         let stream_ids: Vec<StreamId> = streams.iter().map(|(s, _)| *s).collect();
-        // The pidfd, each stream, and `cgroup.events` while the tree is watched.
-        let room = self.driver.has_room(2 + streams.len());
+        // The pidfd, each stream, and (cgroup mode) `cgroup.events` while the tree is watched:
+        // what `Pool::capacity` counts per task, so a pool holds exactly that many.
+        let watch_fd = usize::from(self.watch_mode == WatchMode::Notify);
+        let room = self.driver.has_room(1 + streams.len() + watch_fd);
         let handles = if room {
             self.adopt_fds(pid, pidfd, streams)
         } else {
