@@ -72,7 +72,11 @@ pub const HEADER: [&str; 13] = [
 /// The cells of one row.
 pub fn cells(r: &Record, all: &[Record]) -> Vec<String> {
     if !r.ok() {
+        // The first sentence: the cause. The remedy is in the run's summary line and the JSON.
         let why = r.reason.clone().unwrap_or_default();
+        let why = why
+            .split_once(". ")
+            .map_or(why.as_str(), |(first, _)| first);
         let mut c = vec![
             r.scenario.clone(),
             r.backend.clone(),
