@@ -256,30 +256,39 @@ pub fn run(backend: pidring::Backend, params: &Params, ctx: &Ctx) -> Result<Meas
         Params::Spawn { hold, .. } => hold + workers as u64,
         _ => 0,
     };
-    // A subreaper pool, as a careful user builds one: in process-group mode (the only mode
-    // in a default container) a task's `setsid` escapers come back to it and are killed.
-    let mut builder = Pool::builder()
-        .workers(workers)
-        .subreaper(true)
-        .containment(ctx.containment.to_pidring())
-        .backend(backend);
-    if held > 0 {
-        builder = builder.max_tasks(usize::try_from(held).unwrap_or(usize::MAX));
+    let build = |subreaper: bool| -> Result<(Pool, Option<Inline>), NotRun> {
+        let mut builder = Pool::builder()
+            .workers(workers)
+            .subreaper(subreaper)
+            .containment(ctx.containment.to_pidring())
+            .backend(backend);
+        if held > 0 {
+            builder = builder.max_tasks(usize::try_from(held).unwrap_or(usize::MAX));
+        }
+        let inline = match *params {
+            Params::Chatty { .. } => Some(None),
+            Params::Reqrep { size, .. } => Some(Some(size as usize)),
+            _ => None,
+        }
+        .map(|reqrep_size| {
+            let (callback, inline) = inline::consumer(reqrep_size);
+            builder = std::mem::replace(&mut builder, Pool::builder()).on_event(callback);
+            inline
+        });
+        let pool = builder.build().map_err(|e| match e {
+            BuildError::BackendUnavailable(..) => NotRun::Unavailable(e.to_string()),
+            other => NotRun::Failed(format!("Pool::build: {other}")),
+        })?;
+        Ok((pool, inline))
+    };
+    // Process-group mode (the only one in a default container) cannot reach a task's `setsid`
+    // escapers: a careful user makes that pool a subreaper, which gets them back and kills
+    // them. A cgroup pool needs none (and would pay for orphan sweeps after each exit).
+    let (mut pool, mut inline) = build(false)?;
+    if pool.containment() == ContainmentKind::ProcessGroup {
+        pool.shutdown();
+        (pool, inline) = build(true)?;
     }
-    let inline = match *params {
-        Params::Chatty { .. } => Some(None),
-        Params::Reqrep { size, .. } => Some(Some(size as usize)),
-        _ => None,
-    }
-    .map(|reqrep_size| {
-        let (callback, inline) = inline::consumer(reqrep_size);
-        builder = std::mem::replace(&mut builder, Pool::builder()).on_event(callback);
-        inline
-    });
-    let pool = builder.build().map_err(|e| match e {
-        BuildError::BackendUnavailable(..) => NotRun::Unavailable(e.to_string()),
-        other => NotRun::Failed(format!("Pool::build: {other}")),
-    })?;
     let mut m = Measured {
         base_rss_kib: Some(rss().rss_kib),
         ..Default::default()
