@@ -310,3 +310,24 @@ pub fn kill_by_pidfd(pid: i32) {
         }
     }
 }
+
+/// Every test ends here: no fd of ours left open (within 5 s: the pool's threads close theirs
+/// as they stop) and no zombie child.
+pub fn assert_clean(fds_before: usize) {
+    assert!(
+        eventually(Duration::from_secs(5), || fd_count() <= fds_before),
+        "fd leak: {} open, {fds_before} before",
+        fd_count()
+    );
+    assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
+}
+
+/// This process's resident set, in KiB (`VmRSS`), or 0 if unreadable.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

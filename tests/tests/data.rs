@@ -19,26 +19,6 @@ fn pool(workers: usize) -> Pool {
     builder().workers(workers).build().expect("build pool")
 }
 
-/// Every test ends here: nothing of ours is left behind.
-fn assert_clean(fds_before: usize) {
-    assert!(
-        eventually(Duration::from_secs(5), || fd_count() <= fds_before),
-        "fd leak: {} open, {} before",
-        fd_count(),
-        fds_before
-    );
-    assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Bytes `from..from + n` of the helper's pattern.
 fn pattern_at(from: usize, n: usize) -> Vec<u8> {
     (from..from + n).map(|i| b'a' + (i % 26) as u8).collect()

@@ -12,17 +12,6 @@ fn pool(workers: usize) -> Pool {
     builder().workers(workers).build().expect("build pool")
 }
 
-/// Every test ends here: nothing of ours is left behind.
-fn assert_clean(fds_before: usize) {
-    assert!(
-        eventually(Duration::from_secs(5), || fd_count() <= fds_before),
-        "fd leak: {} open, {} before",
-        fd_count(),
-        fds_before
-    );
-    assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
-}
-
 fn output_is_delivered_byte_for_byte_including_10_mb_and_output_just_before_exit() {
     let _serial = serial();
     let fds = fd_count();

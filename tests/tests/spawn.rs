@@ -593,16 +593,6 @@ fn the_whole_file_again_on_the_clone_path() {
     assert!(text.contains("test result: ok"), "{text}");
 }
 
-fn assert_clean(fds_before: usize) {
-    assert!(
-        eventually(Duration::from_secs(5), || fd_count() <= fds_before),
-        "fd leak: {} open, {} before",
-        fd_count(),
-        fds_before
-    );
-    assert_eq!(our_zombies(), Vec::<i32>::new(), "zombies left");
-}
-
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
