@@ -709,7 +709,7 @@ fn crashed_pool_in_another_pid_namespace_is_swept(mount_proc: bool) {
     };
     // The namespace's init is a shell that outlives the supervisor (so the namespace, and the
     // grandchildren re-parented to its init, live on after the supervisor's death).
-    let mut ns = unshare
+    let ns = unshare
         .args(["sh", "-c", "\"$0\" \"$@\" >/dev/null 2>&1 & exec sleep 600"])
         .arg(mini_supervisor())
         .args(["cgroup", "2"])
@@ -717,13 +717,13 @@ fn crashed_pool_in_another_pid_namespace_is_swept(mount_proc: bool) {
         .args(["helper", "spawn=sleep=60000", "sleep=60000"])
         .spawn()
         .unwrap();
-    let guard = NamespaceGuard(ns.id() as i32);
+    let ns = NamespaceGuard(ns);
     // unshare → the namespace's init (sh, then sleep) → the supervisor.
     let mut init = 0;
     let mut supervisor = 0;
     assert!(
         eventually(LIMIT, || {
-            init = children_of(ns.id() as i32).first().copied().unwrap_or(0);
+            init = children_of(ns.0.id() as i32).first().copied().unwrap_or(0);
             supervisor = children_of(init).first().copied().unwrap_or(0);
             init != 0 && supervisor != 0
         }),
@@ -759,6 +759,13 @@ fn crashed_pool_in_another_pid_namespace_is_swept(mount_proc: bool) {
     );
     let survivors = procs_below(&pool_dir);
     assert!(survivors.iter().all(|p| alive(*p)));
+    // The runners die when the supervisor's spawner thread exits, but its fd table (and the
+    // pool's lock in it) goes only with its last thread: wait for that, as a restart by
+    // systemd, Docker or a shell loop does by waiting for the exit.
+    assert!(
+        eventually(LIMIT, || threads_left(supervisor) == 0),
+        "the killed supervisor's threads did not exit"
+    );
     // Our next pool sweeps it.
     let pool = Pool::builder()
         .workers(1)
@@ -775,19 +782,39 @@ fn crashed_pool_in_another_pid_namespace_is_swept(mount_proc: bool) {
         pool_dir.display()
     );
     drop(pool);
-    drop(guard);
-    let _ = ns.wait();
 }
 
-/// Kills the namespace's processes (its init through a pidfd takes everything in it).
-struct NamespaceGuard(i32);
+/// Threads of `pid` that have not finished exiting (a zombie leader whose threads are all
+/// gone counts 0: by then the process's fd table is closed).
+fn threads_left(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.trim_start().chars().next());
+                !matches!(state, Some('Z' | 'X'))
+            })
+        })
+        .count()
+}
+
+/// The `unshare` process: on drop, kills the namespace's processes (its init through a pidfd
+/// takes everything in it) and reaps `unshare`, also when an assertion failed (a zombie of
+/// ours would fail every later test's clean-up check).
+struct NamespaceGuard(std::process::Child);
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
-        for init in children_of(self.0) {
+        let unshare = self.0.id() as i32;
+        for init in children_of(unshare) {
             kill_by_pidfd(init);
         }
-        kill_by_pidfd(self.0);
+        kill_by_pidfd(unshare);
+        let _ = self.0.wait();
     }
 }
 
