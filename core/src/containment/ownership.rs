@@ -16,6 +16,11 @@
 //!   `multiprocessing` with the fork start method) shares it; while such a child lives, a
 //!   dead pool's directory counts as alive and is not swept. The error is on the safe side:
 //!   nothing alive is ever killed.
+//! - Limit: a killed supervisor's runners die when its spawner thread exits (`PDEATHSIG`),
+//!   but the lock goes only with its fd table, when its last thread has exited. A pool that
+//!   starts in between sees the lock held and leaves the directory to the next start; a
+//!   restart that waits for the old process's exit (systemd, Docker, a shell loop) is never
+//!   in between.
 //!
 //! Creation without a race: `mkdir`, open, `flock(LOCK_EX | LOCK_NB)`, then check the path
 //! still names the locked inode. A sweeper that took the lock in between (and may have
