@@ -141,13 +141,25 @@ fn usage_exit(e: clap::Error) -> i32 {
     }
 }
 
-/// clap's rendered error as one line: its message, with the possible values (if any) in
-/// parentheses, without the usage and the "For more information" lines.
+/// clap's rendered error as one line: its message (a message ending in a colon is followed by
+/// its list: `the following required arguments were not provided: <PROGRAM>...`), with the
+/// possible values (if any) in parentheses, without the usage and the "For more
+/// information" lines.
 fn one_line(rendered: &str) -> String {
-    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut lines = rendered.lines().map(str::trim).peekable();
     let first = lines.next().unwrap_or("invalid usage");
     let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
-    for extra in lines {
+    if line.ends_with(':') {
+        let mut items = Vec::new();
+        while let Some(item) = lines.next_if(|l| !l.is_empty() && !l.starts_with("Usage:")) {
+            items.push(item);
+        }
+        if !items.is_empty() {
+            line.push(' ');
+            line.push_str(&items.join(", "));
+        }
+    }
+    for extra in lines.filter(|l| !l.is_empty()) {
         if let Some(values) = extra
             .strip_prefix("[possible values: ")
             .and_then(|v| v.strip_suffix(']'))

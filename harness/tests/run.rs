@@ -316,6 +316,14 @@ fn pidring_own_failures_are_125_with_one_line() {
         let r = run(&args, LIMIT);
         assert_eq!(r.code, Some(125), "{args:?}: {}", r.stderr_text());
     }
+    // A missing argument is named, on the one line.
+    for args in [vec!["run"], vec!["run", "--timeout", "1", "--"]] {
+        let r = run(&args, LIMIT);
+        let text = r.stderr_text();
+        assert_eq!(r.code, Some(125), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        assert!(text.contains("<PROGRAM>"), "{args:?}: {text}");
+    }
     for args in [
         vec!["--help"],
         vec!["run", "--help"],
