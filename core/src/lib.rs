@@ -76,4 +76,5 @@ pub use pool::{
 pub use spec::{AfterExit, Limits, Session, Stdio, TaskSpec, DEFAULT_MAX_FRAME};
 pub use sys::spawn::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
 pub use task::{ExitStatus, Outcome, Reason, StreamId};
+#[cfg(feature = "test-support")]
 pub use worker::driver::select::UringProbe;

@@ -183,9 +183,9 @@ impl PoolBuilder {
         self
     }
 
-    /// Tests only: what the io_uring probe would find (a kernel without an opcode, a
-    /// sandbox that refuses the ring), instead of asking the kernel.
-    #[doc(hidden)]
+    /// Tests only (feature `test-support`): what the io_uring probe would find (a kernel
+    /// without an opcode, a sandbox that refuses the ring), instead of asking the kernel.
+    #[cfg(feature = "test-support")]
     pub fn simulate_uring_probe(mut self, probe: UringProbe) -> Self {
         self.simulated_probe = Some(probe);
         self

@@ -17,7 +17,9 @@ pub(crate) struct BackendChoice {
 
 /// What a pool may be told about io_uring instead of asking the kernel (tests simulate a
 /// kernel without an opcode, or a sandbox that refuses `io_uring_setup`).
+/// Public (feature `test-support`) for the integration tests; built by nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub enum UringProbe {
     /// `io_uring_setup` fails with this errno.
     SetupFails(i32),
