@@ -34,8 +34,10 @@
 //!   `task::sim` (the scenario driver shared by the `task_machine` fuzz target and
 //!   `core/tests/task_fuzz_replay.rs`), `task::invariants` (the checker of the task
 //!   machine's contract) and the hidden `pidring::__private` (worker internals for the
-//!   criterion benches and the `tree_watch` fuzz target). The fuzz crate and the benches
-//!   enable it; this crate's own tests get it through a dev-dependency on itself, so plain
+//!   criterion benches and the `tree_watch` fuzz target), and
+//!   `PoolBuilder::simulate_uring_probe` with its `UringProbe` (a pool told what the io_uring
+//!   probe found: a refused ring, a missing opcode). The fuzz crate, the benches and the
+//!   integration tests enable it; this crate's own tests get it through a dev-dependency on itself, so plain
 //!   `cargo test --workspace` runs everything while release builds leave it off.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
