@@ -89,10 +89,10 @@ impl ContainmentName {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SpawnKnobs {
     /// Tasks to spawn and reap (default 3000, quick 200; 2000 with one submitter).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub tasks: Option<u64>,
     /// Tasks in flight at once (default 32; unlimited with one submitter).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub concurrency: Option<u64>,
     /// The supervisor first allocates and touches this much memory (e.g. `2G`, `512M`).
     #[arg(long, value_parser = parse_size)]
@@ -106,6 +106,27 @@ pub struct SpawnKnobs {
     /// `sh -c 'echo spawned'`, and a `std::process::Command` loop (`std`) is the baseline.
     #[arg(long)]
     pub submitters: Option<u64>,
+}
+
+/// The largest `reqrep --size`: a request is one frame of the task's channel.
+const MAX_REQUEST_SIZE: u64 = pidring::DEFAULT_MAX_FRAME as u64;
+
+/// The longest `idle --idle-secs`: a day.
+const MAX_IDLE_SECS: f64 = 86_400.0;
+
+/// `--idle-secs`: seconds, finite, from 0 to a day (a `Duration` cannot hold a negative, NaN
+/// or infinite value, and a longer bench is a typo).
+fn parse_idle_secs(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected seconds (a number), got {s:?}"))?;
+    if !(0.0..=MAX_IDLE_SECS).contains(&secs) {
+        return Err(format!(
+            "expected seconds from 0 to {MAX_IDLE_SECS}, got {s:?}"
+        ));
+    }
+    Ok(secs)
 }
 
 /// `2G`, `512M`, `64K` or plain bytes.
@@ -135,10 +156,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub struct IdleKnobs {
     /// Concurrent sleeping tasks (default 10000, quick 300); lowered, with the reason
     /// printed, when the fd or pid limits do not allow it.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub tasks: Option<u64>,
     /// Seconds of idling over which CPU is measured (default 5, quick 1).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_idle_secs)]
     pub idle_secs: Option<f64>,
 }
 
@@ -148,50 +169,50 @@ pub struct ExitLatencyKnobs {
     #[arg(long)]
     pub fleet: Option<u64>,
     /// Measured tasks, each printing its CLOCK_MONOTONIC and exiting (default 1000, quick 100).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub tasks: Option<u64>,
     /// Measured tasks in flight at once (default 4).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub concurrency: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ChattyKnobs {
     /// Concurrent chatty tasks (default 32, quick 8).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub tasks: Option<u64>,
     /// Rounds per task; each round writes `--lines` lines then one timestamp line (default 64, quick 8).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
     /// Lines per round, `line <i>\n` (default 16384, quick 512).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub lines: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReqrepKnobs {
     /// Concurrent tasks, each with one framed channel (default 100, quick 10).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub tasks: Option<u64>,
     /// Round trips per task: request, wait for the reply, repeat (default 1000, quick 100).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
     /// Bytes per request and reply (at least 16; default 64).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(16..=MAX_REQUEST_SIZE))]
     pub size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KilltreeKnobs {
     /// Task trees (default 100, quick 10).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub trees: Option<u64>,
     /// Processes forked below each spawned process of a tree (default 3).
     #[arg(long)]
     pub width: Option<u64>,
     /// 1: the task and its forked children; 2: plus a `setsid` child (escaping the process
     /// group, holding the pipes) with its own forked children (default 2).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=2))]
     pub depth: Option<u64>,
     /// Every k-th tree ignores SIGTERM (default 2: half of them; 0: none).
     #[arg(long)]
