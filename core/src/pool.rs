@@ -204,8 +204,8 @@ impl PoolBuilder {
     /// # Errors
     ///
     /// [`BuildError::InvalidOption`] for an option out of range (0 workers or more than
-    /// 1024, a submission queue outside `1..=32768`, a zero task budget) or a subreaper that
-    /// cannot be set up; [`BuildError::BackendUnavailable`] and
+    /// 1024, 0 `max_tasks`, a submission queue outside `1..=32768`, a zero task budget) or
+    /// a subreaper that cannot be set up; [`BuildError::BackendUnavailable`] and
     /// [`BuildError::Containment`] when what was asked for explicitly cannot run here;
     /// [`BuildError::Driver`], [`BuildError::Cleanup`] and [`BuildError::Thread`] when the
     /// system refuses a resource. Nothing is left running on error.
@@ -219,6 +219,11 @@ impl PoolBuilder {
         if self.workers == Some(0) {
             return Err(BuildError::InvalidOption(
                 "workers must be at least 1".into(),
+            ));
+        }
+        if self.max_tasks == Some(0) {
+            return Err(BuildError::InvalidOption(
+                "max_tasks must be at least 1".into(),
             ));
         }
         let backend = select::select(

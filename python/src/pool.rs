@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 use pidring::{Backend, Containment, SpawnError};
 
 use crate::errors::{build_error, invalid_option, spawn_error, PoolClosedError};
-use crate::spec::SpawnArgs;
+use crate::spec::{channel_count, SpawnArgs};
 use crate::stream::{EventQueue, EventStream};
 use crate::task::Task;
 
@@ -223,7 +223,7 @@ impl Pool {
         timeout: Option<f64>,
         grace: f64,
         drain: f64,
-        channels: u8,
+        channels: i64,
         stdin: bool,
         extra_env: Option<&Bound<'_, PyAny>>,
         stdout: &str,
@@ -234,7 +234,7 @@ impl Pool {
         memory_max: Option<u64>,
         ignore_signals: Vec<i32>,
         block_signals: Vec<i32>,
-        raw_channels: u8,
+        raw_channels: i64,
         max_frame: Option<u32>,
         budget: Option<usize>,
     ) -> PyResult<Task> {
@@ -247,8 +247,8 @@ impl Pool {
             timeout,
             grace,
             drain,
-            channels,
-            raw_channels,
+            channels: channel_count("channels", channels)?,
+            raw_channels: channel_count("raw_channels", raw_channels)?,
             stdin,
             max_frame,
             budget,

@@ -15,6 +15,27 @@ use pidring::{AfterExit, Session, Stdio, TaskSpec};
 /// framed channels take the next fds, as listed in `PIDRING_CHANNEL_FDS`).
 const FIRST_RAW_CHANNEL_FD: i32 = 3;
 
+/// The most framed channels a task may have (as `TaskSpec::channels` documents).
+const MAX_FRAMED_CHANNELS: i64 = 200;
+/// The most raw channels: every stream id between stdout/stderr and stdin.
+const MAX_RAW_CHANNELS: i64 = 253;
+
+/// `spawn(channels=…)` or `raw_channels=…`: a count in range, or a `ValueError` that says
+/// which (instead of PyO3's bare "out of range integral type conversion").
+pub(crate) fn channel_count(name: &str, n: i64) -> PyResult<u8> {
+    let max = if name == "channels" {
+        MAX_FRAMED_CHANNELS
+    } else {
+        MAX_RAW_CHANNELS
+    };
+    match u8::try_from(n) {
+        Ok(count) if n <= max => Ok(count),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be from 0 to {max}, not {n}"
+        ))),
+    }
+}
+
 /// Everything `spawn` takes, as Python gave it.
 pub(crate) struct SpawnArgs<'a, 'py> {
     pub argv: &'a Bound<'py, PyAny>,

@@ -67,6 +67,12 @@ def test_invalid_task_arguments(pool):
         pool.spawn(["true"], stdout="pipe")
     with pytest.raises(TypeError):
         pool.spawn(["true"], env=["A=B"])
+    # Channel counts out of range name the argument and its range.
+    for kwargs in [{"channels": -1}, {"channels": 201}, {"channels": 10**6}, {"raw_channels": 254}]:
+        with pytest.raises(ValueError) as info:
+            pool.spawn(["true"], **kwargs)
+        (name,) = kwargs
+        assert f"{name} must be from 0 to" in str(info.value), kwargs
 
 
 def test_invalid_pool_options():
@@ -77,6 +83,9 @@ def test_invalid_pool_options():
         pidring.Pool(containment="docker")
     with pytest.raises(pidring.InvalidOptionError):
         pidring.Pool(backend="kqueue")
+    with pytest.raises(pidring.InvalidOptionError) as info:
+        pidring.Pool(max_tasks=0)
+    assert "max_tasks" in str(info.value)
 
 
 def test_epoll_backend_is_refused_or_runs():

@@ -438,6 +438,10 @@ fn a_tiny_submission_queue_loses_no_action() {
         }
         assert!(builder().submission_queue(0).build().is_err());
         assert!(builder().workers(0).build().is_err());
+        assert!(matches!(
+            builder().max_tasks(0).build(),
+            Err(pidring::BuildError::InvalidOption(_))
+        ));
         pool.shutdown();
     }
     assert_clean(fds);
