@@ -298,6 +298,9 @@ impl Ring {
     /// Puts `fd` into fixed slot `slot`; the ordinary descriptor is closed either way.
     pub(crate) fn register_file(&self, slot: u32, fd: OwnedFd) -> io::Result<()> {
         let raw: RawFd = fd.as_raw_fd();
+        // The fd leaves the process table (installed or refused, it is closed below): a
+        // stdin or channel end's guard goes with it (see `sys::spawn::guarded`).
+        super::spawn::unguard(raw);
         self.ring.submitter().register_files_update(slot, &[raw])?;
         drop(fd);
         Ok(())

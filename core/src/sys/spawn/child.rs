@@ -11,9 +11,12 @@
 //! Steps, in this order and for these reasons:
 //! 1. join the task's cgroups (v1 hierarchies, and v2 where `CLONE_INTO_CGROUP` was not
 //!    available) first, so that nothing the child does runs outside them;
-//! 2. descriptors: pipes and channels onto their numbers, then every other fd *closed* (not
-//!    merely close-on-exec), so a child stuck later in `chdir` or `execve` (a hung mount)
-//!    holds no other spawn's pipe ends;
+//! 2. descriptors: pipes and channels onto their numbers; then the guarded fds (every
+//!    spawn's child ends in flight, the supervisor's write ends: see [`guarded`]) *closed*,
+//!    so a child stuck later in `chdir` or `execve` (a hung mount) holds no pipe end someone
+//!    waits on, and every other fd marked close-on-exec, which `execve` closes once the
+//!    cloning thread is released (closing them here cost the spawner a third of its time
+//!    with a large fleet in the fd table);
 //! 3. session or process group ([`Session`]);
 //! 4. `PR_SET_PDEATHSIG(SIGKILL)`, then the parent re-checked: if the supervisor died in
 //!    between, the signal was missed, so exit;
@@ -37,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_long, c_void};
 
+use super::guarded;
 use crate::spec::Session;
 
 /// Exit status of a child whose set-up or exec failed (as a shell's "command not found").
@@ -196,6 +200,32 @@ fn exit() -> ! {
     loop {}
 }
 
+/// Fds `low..=high`: below [`guarded::GUARDED_FDS`] marked close-on-exec (or closed, on a
+/// kernel before 5.11 without `CLOSE_RANGE_CLOEXEC`), from there up closed: the guard
+/// bitmap does not reach them.
+fn close_gap(low: libc::c_uint, high: libc::c_uint) -> Result<(), i32> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let limit = guarded::GUARDED_FDS as libc::c_uint;
+    if low < limit {
+        let top = high.min(limit - 1);
+        // SAFETY: see `run`.
+        match check(unsafe { libc::syscall(libc::SYS_close_range, low, top, CLOSE_RANGE_CLOEXEC) })
+        {
+            Ok(_) => {}
+            // SAFETY: see `run`.
+            Err(libc::EINVAL) => {
+                check(unsafe { libc::syscall(libc::SYS_close_range, low, top, 0) }).map(drop)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if high >= limit {
+        // SAFETY: see `run`.
+        check(unsafe { libc::syscall(libc::SYS_close_range, low.max(limit), high, 0) })?;
+    }
+    Ok(())
+}
+
 /// The kernel's `struct sigaction` on x86_64 and aarch64 (not glibc's).
 #[repr(C)]
 struct KernelSigaction {
@@ -219,14 +249,23 @@ fn run(ctx: &ChildCtx<'_>) -> ! {
         }
     }
 
-    // 2. Descriptors onto their numbers (dup3 clears close-on-exec on the target), then
-    //    every other fd from 3 up closed: the gaps between the kept channel targets.
+    // 2. Descriptors onto their numbers (dup3 clears close-on-exec on the target). Then the
+    //    guarded fds (other spawns' child ends, the supervisor's write ends: see `guarded`)
+    //    closed for real, and every other fd from 3 up that is not kept marked close-on-exec:
+    //    `execve` closes those after the cloning thread is released.
     for (i, &(src, dst)) in ctx.redirects.iter().enumerate() {
         // SAFETY: see above.
         if let Err(e) = check(unsafe { libc::syscall(libc::SYS_dup3, src, dst, 0) }) {
             fail(ctx, Step::Fds, i as u32, e);
         }
     }
+    guarded::for_each(|fd| {
+        if fd > 2 && ctx.keep.binary_search(&fd).is_err() {
+            // SAFETY: see above. EBADF (a stale mark, or an fd opened after the clone) is
+            // nothing to report.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+    });
     let mut low: libc::c_uint = 3;
     for &keep in ctx.keep.iter().chain(std::iter::once(&-1)) {
         let high = if keep < 0 {
@@ -235,8 +274,7 @@ fn run(ctx: &ChildCtx<'_>) -> ! {
             keep as libc::c_uint - 1
         };
         if keep < 0 || keep as libc::c_uint > low {
-            // SAFETY: see above.
-            if let Err(e) = check(unsafe { libc::syscall(libc::SYS_close_range, low, high, 0) }) {
+            if let Err(e) = close_gap(low, high) {
                 fail(ctx, Step::Fds, u32::MAX >> 8, e);
             }
         }

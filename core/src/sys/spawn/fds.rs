@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use super::guarded;
 use super::prepare::Prepared;
 use crate::containment::Placement;
 use crate::error::SpawnError;
@@ -119,7 +120,7 @@ impl Plan {
                 }
                 .map_err(map)?;
                 let raw = fd.as_raw_fd();
-                plan.child_ends.push(fd);
+                plan.push_child_end(fd);
                 Some(raw)
             }
         };
@@ -132,7 +133,9 @@ impl Plan {
                     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(map)?;
                 let r = above(r)?;
                 plan.redirects.push((r.as_raw_fd(), 0));
-                plan.child_ends.push(r);
+                plan.push_child_end(r);
+                // Our write end: a stuck child holding it would keep the task from EOF.
+                guarded::guard(w.as_raw_fd());
                 plan.streams.push((StreamId::STDIN, w));
             }
             _ => {}
@@ -147,7 +150,7 @@ impl Plan {
                         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(map)?;
                     let w = above(w)?;
                     plan.redirects.push((w.as_raw_fd(), target));
-                    plan.child_ends.push(w);
+                    plan.push_child_end(w);
                     plan.streams.push((id, r));
                 }
                 (Stdio::Null, Some(n)) => plan.redirects.push((n, target)),
@@ -165,7 +168,9 @@ impl Plan {
             .map_err(map)?;
             let theirs = above(theirs)?;
             plan.redirects.push((theirs.as_raw_fd(), target));
-            plan.child_ends.push(theirs);
+            plan.push_child_end(theirs);
+            // Ours, as stdin's write end: the task sees EOF only when every copy is closed.
+            guarded::guard(ours.as_raw_fd());
             plan.streams.push((StreamId::channel(k as u8), ours));
         }
 
@@ -192,11 +197,48 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The fds this plan guards: child ends, and the supervisor's write ends.
+    #[cfg(test)]
+    pub(super) fn guarded_fds(&self) -> Vec<RawFd> {
+        let mut out: Vec<RawFd> = self.child_ends.iter().map(|f| f.as_raw_fd()).collect();
+        out.extend(
+            self.streams
+                .iter()
+                .filter(|(id, _)| *id != StreamId::STDOUT && *id != StreamId::STDERR)
+                .map(|(_, f)| f.as_raw_fd()),
+        );
+        out
+    }
+
+    /// A child end in flight: guarded until the supervisor closes its copy, so that no
+    /// other spawn's child holds it while stuck before exec.
+    fn push_child_end(&mut self, fd: OwnedFd) {
+        guarded::guard(fd.as_raw_fd());
+        self.child_ends.push(fd);
+    }
+
     /// Closes the supervisor's copies of what the child now holds.
     pub(super) fn close_child_ends(&mut self) {
+        for fd in &self.child_ends {
+            guarded::unguard(fd.as_raw_fd());
+        }
         self.child_ends.clear();
         self.cgroup_procs.clear();
         self.cgroup_procs_raw.clear();
+    }
+}
+
+/// A plan dropped before its streams were handed out (a failed spawn): nothing it made stays
+/// guarded.
+impl Drop for Plan {
+    fn drop(&mut self) {
+        for fd in self
+            .child_ends
+            .iter()
+            .chain(self.streams.iter().map(|(_, fd)| fd))
+        {
+            guarded::unguard(fd.as_raw_fd());
+        }
     }
 }
 

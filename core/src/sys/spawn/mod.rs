@@ -17,6 +17,7 @@
 mod child;
 mod clone;
 mod fds;
+mod guarded;
 mod prepare;
 mod report;
 
@@ -25,6 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 pub(crate) use clone::{block_all_signals, Cloner, InFlight};
 pub use clone::{spawn_method, SpawnMethod, SPAWN_METHOD_VAR};
 pub(crate) use fds::{open_dev_null, remember_nofile_limit};
+pub(crate) use guarded::unguard;
 pub(crate) use prepare::{prepare, Prepared};
 
 use crate::containment::Placement;
@@ -86,7 +88,7 @@ pub(crate) fn spawn_with(
         Outcome::Exec => Ok(Child {
             pid,
             pidfd,
-            streams: plan.streams,
+            streams: std::mem::take(&mut plan.streams),
         }),
         Outcome::Failed { step, index, errno } => {
             reap_blocking(&pidfd);

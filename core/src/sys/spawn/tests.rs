@@ -1,5 +1,5 @@
 //! Spawn tests on real processes, each on both spawn methods (clone3 and clone(2)).
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -788,11 +788,28 @@ fn concurrent_spawns_never_share_descriptors() {
 
 /// A child stuck before exec (the test-only stall point: a futex wait where a hung mount
 /// would block `execve`) is published with its pid and pidfd while its spawning thread is
-/// suspended, holds only its own descriptors, and can be killed; then the spawn fails with
-/// a typed error. Released instead, the same spawn succeeds.
+/// suspended, holds no guarded descriptor and nothing else that survives exec, and can be
+/// killed; then the spawn fails with a typed error. Released instead, the same spawn
+/// succeeds.
 #[test]
 fn a_child_stuck_before_exec_is_visible_and_killable() {
     let _g = serial();
+    // A write end someone waits on (as a task's stdin end on the epoll driver: guarded), and
+    // a read end no one waits on (not guarded: the child may hold it until exec closes it).
+    let (waited_read, waited_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    drop(waited_read);
+    super::guarded::guard(waited_write.as_raw_fd());
+    let (idle_read, idle_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    drop(idle_write);
+    let link = |fd: &OwnedFd| {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (waited, idle) = (link(&waited_write), link(&idle_read));
     each_method(|method| {
         for kill in [true, false] {
             super::TEST_STALL.store(1, std::sync::atomic::Ordering::Release);
@@ -811,18 +828,21 @@ fn a_child_stuck_before_exec_is_visible_and_killable() {
             assert!(eventually(T, || in_flight.pid().is_some()));
             let pid = in_flight.pid().unwrap();
             assert!(alive(pid));
-            // Stuck after its set-up: it holds 0, 1, 2 and nothing of anyone else.
+            // Stuck after its set-up: besides 0, 1 and 2 it holds only close-on-exec fds, and
+            // not the guarded write end; the unguarded read end it may hold until exec.
             assert!(eventually(T, || {
-                let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-                    .map(|d| {
-                        d.flatten()
-                            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                fds.sort();
-                fds == [0, 1, 2]
+                let held = held_fds(pid);
+                let targets: Vec<&str> = held.iter().map(|(_, t, _)| t.as_str()).collect();
+                [0, 1, 2]
+                    .iter()
+                    .all(|fd| held.iter().any(|(f, _, _)| f == fd))
+                    && held.iter().all(|(fd, _, cloexec)| *fd < 3 || *cloexec)
+                    && !targets.contains(&waited.as_str())
             }));
+            assert!(
+                held_fds(pid).iter().any(|(_, t, _)| *t == idle),
+                "the unguarded fds are marked close-on-exec, not closed, before exec"
+            );
             if kill {
                 assert!(eventually(T, || in_flight.kill()));
                 match result.recv().unwrap() {
@@ -847,7 +867,70 @@ fn a_child_stuck_before_exec_is_visible_and_killable() {
             spawner.join().unwrap();
         }
     });
+    super::guarded::unguard(waited_write.as_raw_fd());
     assert!(zombie_children().is_empty());
+}
+
+/// The supervisor's ends that a stuck child must not hold (stdin's write end, channel ends)
+/// are guarded when the spawn returns, and so are the child ends while in flight; a plan
+/// dropped before its spawn (a failure) leaves none of its marks.
+#[test]
+fn write_ends_are_guarded_and_a_failed_spawn_leaves_no_mark() {
+    use super::guarded::{is_guarded, unguard};
+    let _g = serial();
+    each_method(|_| {
+        let spec = sh("cat >/dev/null").stdin(Stdio::Capture).channels(2);
+        let child = spawn(&prepare(&spec).unwrap(), &no_placement()).unwrap();
+        for (id, fd) in &child.streams {
+            if *id != StreamId::STDOUT && *id != StreamId::STDERR {
+                assert!(is_guarded(fd.as_raw_fd()), "{id:?}");
+            }
+        }
+        // What a driver does when it closes them.
+        for (_, fd) in &child.streams {
+            unguard(fd.as_raw_fd());
+        }
+        drop(child.streams);
+        assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Code(0));
+    });
+    let prepared = prepare(&sh("true").stdin(Stdio::Capture).channels(3)).unwrap();
+    let plan = super::fds::Plan::new(&prepared, &no_placement(), false, None).unwrap();
+    let marked = plan.guarded_fds();
+    // Both ends of stdin and of the 3 channels, the child's ends of stdout and stderr.
+    assert_eq!(marked.len(), 2 * 4 + 2);
+    assert!(marked.iter().all(|&fd| is_guarded(fd)));
+    drop(plan);
+    // Unmarked, unless the number was opened and guarded again meanwhile by another test.
+    let open = |fd: i32| rustix::io::fcntl_getfd(unsafe_borrow(fd)).is_ok();
+    assert!(marked.iter().all(|&fd| !is_guarded(fd) || open(fd)));
+}
+
+/// A borrowed fd from a number that may be closed (`fcntl` then answers EBADF).
+fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: only used for F_GETFD, which reads the fd table and accepts any number.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// The fds of `pid`: number, link target, and whether close-on-exec is set.
+fn held_fds(pid: i32) -> Vec<(i32, String, bool)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path())
+                .ok()?
+                .to_string_lossy()
+                .into_owned();
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())?;
+            Some((fd, target, flags & libc::O_CLOEXEC as u32 != 0))
+        })
+        .collect()
 }
 
 /// The child gets the soft `RLIMIT_NOFILE` the process had before a pool raised it. In a

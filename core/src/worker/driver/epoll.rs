@@ -26,7 +26,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use super::{
     Completion, Driver, DriverStats, FdRole, Handle, Outcome, ReadBytes, ReadEnd, WriteBuf,
 };
 use crate::pool::BackendKind;
+use crate::sys::spawn;
 use crate::worker::buffers::BufferPool;
 
 /// Bytes read from a stream in one `read(2)`, as io_uring's provided buffers.
@@ -74,6 +75,15 @@ struct Entry {
     write: Option<PendingWrite>,
     /// The interest registered in the epoll set (`None`: not in the set).
     registered: Option<epoll::EventFlags>,
+}
+
+/// A task's stdin and channel ends stay in the process fd table for the task's life, guarded
+/// so that a child stuck before exec never holds them (`sys::spawn::guarded`); the mark goes
+/// with the fd.
+impl Drop for Entry {
+    fn drop(&mut self) {
+        spawn::unguard(self.fd.as_raw_fd());
+    }
 }
 
 impl Entry {
@@ -422,12 +432,21 @@ impl Driver for EpollDriver {
     }
 
     fn adopt(&mut self, fd: OwnedFd, role: FdRole) -> io::Result<Handle> {
+        // Refused, the fd closes here: no mark may outlive it (see `Entry`'s drop).
+        let refuse = |fd: OwnedFd, e: io::Error| {
+            spawn::unguard(fd.as_raw_fd());
+            Err(e)
+        };
         if self.entries.len() >= self.budget {
-            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            return refuse(fd, io::Error::from_raw_os_error(libc::EMFILE));
         }
         if matches!(role, FdRole::Stream | FdRole::Channel) {
-            let flags = rustix::fs::fcntl_getfl(&fd)?;
-            rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+            let set = rustix::fs::fcntl_getfl(&fd).and_then(|flags| {
+                rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)
+            });
+            if let Err(e) = set {
+                return refuse(fd, e.into());
+            }
         }
         let key = self.entries.insert(Entry {
             fd,

@@ -4,11 +4,11 @@
 //! go to the driver (`adopt`). The caller of `Pool::spawn` waits for the reply; this loop
 //! never waits for an exec.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::*;
 use crate::spec::TaskSpec;
-use crate::sys::pidfd;
+use crate::sys::{pidfd, spawn};
 use crate::task::{TaskConfig, TreeWatch as MachineTreeWatch};
 use crate::worker::cleanup_thread::Job;
 use crate::worker::driver::FdRole;
@@ -55,6 +55,9 @@ impl<D: Driver> Worker<D> {
         let handles = if room {
             self.adopt_fds(pid, pidfd, streams)
         } else {
+            for (_, fd) in &streams {
+                spawn::unguard(fd.as_raw_fd());
+            }
             self.abandon(pid, Some(pidfd), Vec::new());
             Err(SpawnError::AtCapacity(self.tasks.len()))
         };
@@ -177,7 +180,8 @@ impl<D: Driver> Worker<D> {
         streams: Vec<(StreamId, OwnedFd)>,
     ) -> Result<(Handle, Vec<Handle>), SpawnError> {
         let mut adopted = Vec::with_capacity(streams.len());
-        for (id, fd) in streams {
+        let mut streams = streams.into_iter();
+        while let Some((id, fd)) = streams.next() {
             let role = match id {
                 StreamId::STDOUT | StreamId::STDERR | StreamId::STDIN => FdRole::Stream,
                 _ => FdRole::Channel,
@@ -185,6 +189,10 @@ impl<D: Driver> Worker<D> {
             match self.driver.adopt(fd, role) {
                 Ok(handle) => adopted.push(handle),
                 Err(e) => {
+                    // The rest close here (the driver took care of the refused one).
+                    for (_, fd) in streams {
+                        spawn::unguard(fd.as_raw_fd());
+                    }
                     self.abandon(pid, Some(pidfd), adopted);
                     return Err(SpawnError::Io(e));
                 }
