@@ -2,10 +2,11 @@
 //! channel socketpairs, `/dev/null`, and the `cgroup.procs` files the child writes itself
 //! into. Also the fd limit the child gets back.
 //!
-//! Every fd made here is close-on-exec in the supervisor, and the child closes every fd it
-//! does not keep before anything that can block, so no spawn's fd reaches another spawn's
-//! program. Sources are moved above the highest target here, so the child's `dup3`s never
-//! clobber one another.
+//! Every fd made here is close-on-exec in the supervisor, so no spawn's fd reaches another
+//! spawn's program. The child ends, and the supervisor's write ends (stdin, channels), are
+//! also guarded (see `guarded`): a child closes them before anything that can block, so
+//! one stuck before exec holds nothing another task waits on. Sources are moved above the
+//! highest target here, so the child's `dup3`s never clobber one another.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
