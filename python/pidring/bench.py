@@ -15,7 +15,8 @@ Rows (each in a fresh interpreter, so one row's heap never colours another's fig
 
 * ``pidring``: ``pidring.Pool()`` (containment ``auto``: a cgroup per task where possible),
   ``Task.kill()`` (SIGKILL to the whole tree), events read from ``pool.events()``;
-* ``pidring-pg``: the same with ``containment="process-group"`` (a ``setsid`` child escapes);
+* ``pidring-pg``: the same with ``containment="process-group"`` (the ``setsid`` child is
+  found from the shell when the tree is signalled, since its parent still lives);
 * ``popen``: ``subprocess.Popen`` with stdout/stderr pipes registered in a ``selectors``
   loop, ``Popen.kill()`` (SIGKILL to the main process), ``Popen.wait()``;
 * ``popen-killpg``: the same with ``start_new_session=True`` and ``os.killpg`` (Airflow's fix

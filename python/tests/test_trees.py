@@ -14,7 +14,8 @@ import pidring
 from conftest import cgroup_pool, check_order, collect, wait_output
 
 # The main process starts a plain background grandchild and one that leaves for its own
-# session (a daemon: a process-group kill cannot reach it), which says "ready" from there.
+# session (a group kill does not reach it; the tree signal finds it while its parent
+# lives), which says "ready" from there.
 SETSID_TREE = "sleep 1000 & setsid sh -c 'echo ready; exec sleep 1000' & wait"
 PLAIN_TREE = "sleep 1000 & sleep 1000 & echo ready; wait"
 
@@ -103,11 +104,31 @@ def test_pids_max_needs_cgroup_mode(tag):
     assert isinstance(info.value, pidring.SpawnError) and isinstance(info.value, pidring.ContainmentError)
 
 
-def test_process_group_mode_cannot_reach_a_setsid_daemon(tag):
-    # The documented limit of process-group mode (README, "Guarantees and limits"): the
-    # daemon is in another session and survives the group kill. Only cgroup mode ends it.
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_process_group_mode_reaches_a_setsid_child_of_a_live_parent(tag, how):
+    # `setsid` in the shell's background job (as `start_new_session=True` in a Python task
+    # runner) leaves the group while its parent still runs: the tree signal finds it from
+    # the main process and ends it too, without a subreaper.
     with pidring.Pool(workers=1, containment="process-group") as pool:
-        _, outcome = end_tree(pool, tag, SETSID_TREE, "kill")
+        _, outcome = end_tree(pool, tag, SETSID_TREE, how)
+        assert tag.alive() == []
+    assert outcome.reason == "terminated" and outcome.tree_signalled
+
+
+def test_process_group_mode_cannot_reach_a_daemon_orphaned_before_the_kill(tag):
+    # The documented limit of process-group mode (README, "Guarantees and limits"): a
+    # double-forked daemon was re-parented before the tree was signalled, so nothing ties it
+    # to the task; it survives (without `subreaper=True`). Only cgroup mode ends it.
+    script = "(setsid sh -c 'echo ready; exec sleep 1000' &); sleep 1000 & wait"
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        task = pool.spawn(["sh", "-c", script], grace=5, extra_env=tag.env)
+        wait_output(pool, task, b"ready")
+        deadline = time.monotonic() + 10
+        while len(tag.alive()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(tag.alive()) == 3, "the shell, its sleep and the daemon"
+        task.kill()
+        outcome = collect(pool, [task])[task.id][-1].outcome
     assert outcome.reason == "terminated"
     survivors = tag.alive()
     assert len(survivors) == 1

@@ -202,6 +202,51 @@ fn sigterm_ignoring_tree_is_killed_after_grace(mode: Containment) {
     pool.shutdown();
 }
 
+/// 4b. A `setsid()` child (as Python's `start_new_session=True` makes) that holds the
+///     task's stdout, with forked children of its own, while its parent still runs: a
+///     terminate ends it in both modes, without a subreaper (process-group mode finds it
+///     from the main process). The main process ignores nothing; the escaper ignores
+///     SIGTERM in the second round, after its parent died of it, so the SIGKILL after the
+///     grace must reach it as remembered from the first signal.
+fn setsid_child_of_a_live_parent_is_reached(mode: Containment) {
+    let Some(pool) = pool_in(mode) else { return };
+    for escaper_ignores_term in [false, true] {
+        let dir = TempDir::new(&format!("setsid-child-{mode:?}-{escaper_ignores_term}"));
+        let pids = dir.path("pids");
+        let _reaper = Reaper(vec![pids.clone()]);
+        let pidfile = format!("pidfile={}", pids.display());
+        let ignore = if escaper_ignores_term {
+            "ignore-term;"
+        } else {
+            ""
+        };
+        let task = pool
+            .spawn(
+                helper(&[
+                    &pidfile,
+                    &format!("spawn={ignore}setsid;{pidfile};forktree=2;sleep=60000"),
+                    "sleep=60000",
+                ])
+                .grace(Duration::from_millis(300))
+                .drain(Duration::from_secs(30)),
+            )
+            .unwrap();
+        assert!(eventually(LIMIT, || read_pids(&pids).len() == 4));
+        let started = Instant::now();
+        task.terminate().unwrap();
+        let records = collect(&pool, &[task.id()], LIMIT);
+        let elapsed = started.elapsed();
+        assert_eq!(records[&task.id()].outcome().reason, Reason::Terminated);
+        assert_all_dead(&read_pids(&pids), "the setsid child and its children");
+        // Not by the drain (30 s): the escaper died, so the pipe closed.
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "the task ended only after {elapsed:?}"
+        );
+    }
+    pool.shutdown();
+}
+
 /// 5. A fork tree of 500 processes: all dead after a kill; prints kill-to-Done time.
 fn five_hundred_process_tree(mode: Containment) {
     let Some(pool) = pool_in(mode) else { return };
@@ -419,6 +464,7 @@ both_modes!(
     runner_exits_while_grandchild_holds_stdout,
     setsid_daemon,
     sigterm_ignoring_tree_is_killed_after_grace,
+    setsid_child_of_a_live_parent_is_reached,
     five_hundred_process_tree,
     fork_bomb_is_contained_by_pids_max,
 );

@@ -27,6 +27,7 @@
 
 mod cgroup;
 mod discover;
+mod escapers;
 mod orphans;
 mod ownership;
 mod process_group;
@@ -362,7 +363,10 @@ impl PoolContainment {
                     detail: "process-group containment has no cgroups".to_owned(),
                 });
             }
-            return Ok(TaskContainment { cgroup: None });
+            return Ok(TaskContainment {
+                cgroup: None,
+                escapers: Mutex::new(Vec::new()),
+            });
         };
         let name = format!("task-{task_key}");
         let dir = c.v2_dir.join(&name);
@@ -372,7 +376,10 @@ impl PoolContainment {
             v1_dirs: Vec::new(),
         };
         match c.apply_limits(&mut task, &name, limits) {
-            Ok(()) => Ok(TaskContainment { cgroup: Some(task) }),
+            Ok(()) => Ok(TaskContainment {
+                cgroup: Some(task),
+                escapers: Mutex::new(Vec::new()),
+            }),
             Err(e) => {
                 let _ = task.remove();
                 Err(e)
@@ -565,6 +572,8 @@ pub(crate) struct Placement {
 pub(crate) struct TaskContainment {
     /// `None`: process-group mode.
     cgroup: Option<TaskCgroup>,
+    /// Process-group mode: descendants found outside the group at earlier tree signals.
+    escapers: Mutex<Vec<escapers::Escaper>>,
 }
 
 #[derive(Debug)]
@@ -619,8 +628,13 @@ impl TaskContainment {
 
     /// Signals every process of the tree and returns how many it reached (counting the main
     /// process if it is still alive; in process-group mode 1 if the group got it, 0 if it is
-    /// empty, since the kernel does not tell). `leader` is the main process's pidfd (the
-    /// group leader; it may already be reaped), required when [`needs_leader`] says so.
+    /// empty, since the kernel does not tell, plus the escapers reached). `leader` is the
+    /// main process's pidfd (the group leader; it may already be reaped), required when
+    /// [`needs_leader`] says so.
+    ///
+    /// Process-group mode: the group through the leader's pidfd, and the descendants that
+    /// left it (`setsid()`, `setpgid()`) and are found from the leader, or were found at an
+    /// earlier signal (see `escapers`).
     ///
     /// cgroup mode: SIGKILL through `cgroup.kill`; other signals to each member through a
     /// pidfd, after checking it is still in the cgroup. Never `kill(2)` on a bare pid.
@@ -633,7 +647,10 @@ impl TaskContainment {
     ) -> io::Result<u64> {
         let Some(c) = &self.cgroup else {
             let leader = leader.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-            return process_group::signal(leader, signal);
+            // Escapers first: the walk needs the leader alive, and the group signal may end it.
+            let mut remembered = self.escapers.lock().unwrap_or_else(|e| e.into_inner());
+            let escaped = escapers::signal_all(Some(leader), &mut remembered, signal);
+            return Ok(process_group::signal(leader, signal)? + escaped);
         };
         if signal == libc::SIGKILL {
             // Counted in the task's own cgroup only: a task that made cgroups of its own has
@@ -656,7 +673,12 @@ impl TaskContainment {
             Some(c) => cgroup::populated(&c.dir),
             None => {
                 let leader = leader.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-                process_group::is_populated(leader)
+                if process_group::is_populated(leader)? {
+                    return Ok(true);
+                }
+                // Escapers found at a tree signal are the tree's too.
+                let mut remembered = self.escapers.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(escapers::any_alive(&mut remembered))
             }
         }
     }

@@ -3,8 +3,10 @@
 //! (`PIDFD_SIGNAL_PROCESS_GROUP`, Linux 6.9+; this works after the leader was reaped, for
 //! the members that remain).
 //!
-//! Limit: a descendant that calls `setsid()` (or `setpgid()`) leaves the group and escapes
-//! this mode; only a cgroup contains those.
+//! A descendant that calls `setsid()` (or `setpgid()`) leaves the group: while its ancestry
+//! still leads to the leader, a tree signal finds and reaches it (`escapers`). Limit: one
+//! orphaned before the tree is signalled (a double-forked daemon) escapes this mode; only a
+//! cgroup contains those (or a subreaper pool's orphan sweep, after its task).
 use std::io;
 use std::os::fd::BorrowedFd;
 
