@@ -14,7 +14,8 @@
 //! children are read, and checked alive afterwards, so its number named it throughout; a
 //! child is opened, then its `/proc/<pid>/stat` must show that parent. A remembered escaper
 //! is re-opened and must show the same start time. The walk never blocks (`/proc` reads and
-//! pidfd calls) and stops at [`WALK_LIMIT`] processes.
+//! pidfd calls) and stops at [`WALK_LIMIT`] processes. It is off where `/proc` is another
+//! PID namespace's (its pids would name other processes to `pidfd_open`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -99,6 +100,9 @@ pub(crate) fn signal_all(
     remembered: &mut Vec<Escaper>,
     signal: i32,
 ) -> u64 {
+    if !proc_is_ours() {
+        return 0;
+    }
     let mut targets = match leader.and_then(|fd| Some((fd, pid_of(fd)?))) {
         Some((fd, pid)) => walk(fd, pid),
         None => Vec::new(),
@@ -190,6 +194,19 @@ fn reopen(escaper: &Escaper) -> Option<OwnedFd> {
     read_stat(escaper.pid)
         .filter(|s| s.start == escaper.start && s.state != b'Z')
         .map(|_| fd)
+}
+
+/// Whether `/proc` numbers processes as this process's PID namespace does (`/proc/self`
+/// shows our own pid). Under `unshare --pid` without `--mount-proc` it does not, and a pid
+/// read there could name someone else to `pidfd_open`: the walk is then off.
+fn proc_is_ours() -> bool {
+    static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OURS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|t| t.split(' ').next()?.parse::<u32>().ok())
+            == Some(std::process::id())
+    })
 }
 
 /// Whether any remembered escaper still lives; forgets those that do not.
