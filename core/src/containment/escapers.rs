@@ -63,6 +63,18 @@ fn read_stat(pid: i32) -> Option<Stat> {
 /// The children of `pid`, from every thread's `children` file.
 fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
+    // A procfs `task` directory has 2 + threads links: one `stat` spares a single-threaded
+    // process (most task runners) the directory read, on a path every kill takes.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(format!("/proc/{pid}/task")).is_ok_and(|m| m.nlink() == 3) {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            );
+            return out;
+        }
+    }
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
@@ -77,20 +89,6 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
-/// The pid a pidfd refers to, from `/proc/self/fdinfo` (`None` once the process is reaped,
-/// or where `/proc` is another PID namespace's and says nothing of it).
-fn pid_of(fd: BorrowedFd<'_>) -> Option<i32> {
-    use std::os::fd::AsRawFd;
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-    let pid: i32 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("Pid:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    (pid > 0).then_some(pid)
-}
-
 /// Sends `signal` to every escaper of a tree: those a walk from the group leader (its
 /// pidfd `leader`, if it has not been reaped) finds now, and those `remembered` from earlier
 /// signals, which the walk may no longer reach. Adds what it found to `remembered` and
@@ -103,7 +101,7 @@ pub(crate) fn signal_all(
     if !proc_is_ours() {
         return 0;
     }
-    let mut targets = match leader.and_then(|fd| Some((fd, pid_of(fd)?))) {
+    let mut targets = match leader.and_then(|fd| Some((fd, pidfd::pid(fd)?))) {
         Some((fd, pid)) => walk(fd, pid),
         None => Vec::new(),
     };
@@ -151,6 +149,9 @@ fn walk(fd: BorrowedFd<'_>, leader_pid: i32) -> Vec<(Escaper, OwnedFd)> {
     let mut visited = 0;
     while let Some((parent, parent_fd)) = pending.pop() {
         let kids = children(parent);
+        if kids.is_empty() {
+            continue;
+        }
         // The parent still lives, so `parent` named it while its children were read.
         let parent_alive = match &parent_fd {
             Some(own) => pidfd::send_signal(own.as_fd(), 0, false).is_ok(),

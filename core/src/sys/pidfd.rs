@@ -118,6 +118,32 @@ pub(crate) fn exit_info(pidfd: BorrowedFd<'_>) -> io::Result<Option<ExitStatus>>
     Ok(Some(decode_wait_status(info.exit_code)))
 }
 
+/// The pid of a live (or not yet reaped) process, in this process's PID namespace:
+/// `ioctl(PIDFD_GET_INFO)` (Linux 6.13+), else the `Pid:` line of its fdinfo. `None` once it
+/// is reaped or where neither tells.
+pub(crate) fn pid(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    // SAFETY: as in `exit_info`: plain integers, zeroed, the mask set next.
+    let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = libc::PIDFD_INFO_PID as u64;
+    // SAFETY: as in `exit_info`.
+    let ret = unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, &mut info) };
+    if ret == 0 {
+        return i32::try_from(info.pid).ok().filter(|&p| p > 0);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP) => {}
+        _ => return None,
+    }
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    let pid: i32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid > 0).then_some(pid)
+}
+
 /// `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: the pid of some child of this process
 /// (any thread's) that has exited and waits to be reaped, without reaping it. `Ok(None)`
 /// when there is none (or no child at all).
