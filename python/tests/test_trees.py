@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -113,6 +114,32 @@ def test_process_group_mode_reaches_a_setsid_child_of_a_live_parent(tag, how):
         _, outcome = end_tree(pool, tag, SETSID_TREE, how)
         assert tag.alive() == []
     assert outcome.reason == "terminated" and outcome.tree_signalled
+
+
+def test_process_group_mode_reaches_a_new_session_started_from_a_worker_thread(tag):
+    # A Python task runner whose worker thread starts a subprocess in a new session: the
+    # child is that thread's, so the walk must read every thread's children, not the main
+    # thread's only.
+    runner = (
+        "import subprocess, sys, threading, time\n"
+        "def work():\n"
+        "    subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(1000)\n"
+        "threading.Thread(target=work, daemon=True).start()\n"
+        "time.sleep(1000)\n"
+    )
+    with pidring.Pool(workers=1, containment="process-group") as pool:
+        task = pool.spawn([sys.executable, "-c", runner], grace=5, extra_env=tag.env)
+        wait_output(pool, task, b"ready")
+        deadline = time.monotonic() + 10
+        while len(tag.alive()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(tag.alive()) == 2, "the runner and its new-session child"
+        task.terminate()
+        outcome = collect(pool, [task])[task.id][-1].outcome
+        assert tag.alive() == []
+    assert outcome.reason == "terminated" and outcome.descendants_killed >= 1
 
 
 def test_process_group_mode_cannot_reach_a_daemon_orphaned_before_the_kill(tag):

@@ -2,7 +2,7 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use super::{exit_info, reap, send_signal};
+use super::{exit_info, pid, reap, send_signal};
 use crate::spec::Stdio;
 use crate::sys::spawn::test_util::*;
 use crate::task::ExitStatus;
@@ -103,4 +103,14 @@ fn group_signal_kills_the_process_group() {
         .err()
         .and_then(|e| e.raw_os_error())
         == Some(libc::ESRCH)));
+}
+
+#[test]
+fn pid_names_the_process_until_it_is_reaped() {
+    let _g = serial();
+    let child = start(sh("sleep 30").stdout(Stdio::Null).stderr(Stdio::Null));
+    assert_eq!(pid(child.pidfd.as_fd()), Some(child.pid));
+    send_signal(child.pidfd.as_fd(), libc::SIGKILL, false).unwrap();
+    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Signal(libc::SIGKILL));
+    assert_eq!(pid(child.pidfd.as_fd()), None, "reaped");
 }
