@@ -343,8 +343,9 @@ impl Pool {
     }
 
     /// How trees are contained: ``"cgroup"`` (a cgroup v2 per task: every descendant,
-    /// ``setsid`` daemons included) or ``"process-group"`` (a descendant that calls
-    /// ``setsid()`` escapes).
+    /// ``setsid`` daemons included) or ``"process-group"`` (the task's process group, and
+    /// the descendants that left it while their parent still runs, found when the tree is
+    /// signalled; a daemon orphaned before that escapes unless ``subreaper=True``).
     #[getter]
     fn containment(&self) -> &'static str {
         self.core.info.containment

@@ -4,6 +4,8 @@
 //! - `discover`: where the hierarchies are (`/proc/self/mountinfo`, `/proc/self/cgroup`).
 //! - `cgroup`: operations on one cgroup directory.
 //! - `process_group`: signals to the task-runner's group through its pidfd.
+//! - `escapers`: process-group mode's reach beyond the group: descendants that left it
+//!   while their parent runs, found from the runner when the tree is signalled.
 //! - `ownership`: pool directories are owned through an `flock`, which every PID
 //!   namespace sees.
 //! - `stale`: a new pool kills and removes the cgroups of dead pools.
@@ -60,9 +62,11 @@ pub enum Containment {
     /// when no writable cgroup v2 hierarchy exists here.
     Cgroup,
     /// The task's own process group: no cgroup is made. A process that leaves the group
-    /// (`setsid`, `setpgid`) escapes the tree kill; with
-    /// [`PoolBuilder::subreaper`](crate::PoolBuilder::subreaper) it is killed when it is
-    /// orphaned back to the supervisor.
+    /// (`setsid`, `setpgid`) is still reached by a tree signal while its ancestry leads to
+    /// the task-runner (it is found from there); one orphaned before the tree is signalled
+    /// (a double-forked daemon) escapes the tree kill, unless
+    /// [`PoolBuilder::subreaper`](crate::PoolBuilder::subreaper) brings it back to the
+    /// supervisor, which kills it.
     ProcessGroup,
 }
 

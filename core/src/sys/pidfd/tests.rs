@@ -111,6 +111,9 @@ fn pid_names_the_process_until_it_is_reaped() {
     let child = start(sh("sleep 30").stdout(Stdio::Null).stderr(Stdio::Null));
     assert_eq!(pid(child.pidfd.as_fd()), Some(child.pid));
     send_signal(child.pidfd.as_fd(), libc::SIGKILL, false).unwrap();
-    assert_eq!(wait_exit(&child.pidfd, T), ExitStatus::Signal(libc::SIGKILL));
+    assert_eq!(
+        wait_exit(&child.pidfd, T),
+        ExitStatus::Signal(libc::SIGKILL)
+    );
     assert_eq!(pid(child.pidfd.as_fd()), None, "reaped");
 }
