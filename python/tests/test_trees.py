@@ -21,15 +21,20 @@ SETSID_TREE = "sleep 1000 & setsid sh -c 'echo ready; exec sleep 1000' & wait"
 PLAIN_TREE = "sleep 1000 & sleep 1000 & echo ready; wait"
 
 
+def wait_alive(tag, n, what):
+    """Waits until `n` processes of the test are seen (a process in the middle of execve can
+    have no readable environment, so no tag, for an instant)."""
+    deadline = time.monotonic() + 10
+    while len(tag.alive()) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(tag.alive()) == n, what
+
+
 def end_tree(pool, tag, script, how):
     task = pool.spawn(["sh", "-c", script], grace=5, extra_env=tag.env)
     wait_output(pool, task, b"ready")
-    # "ready" comes before the last exec: a process in the middle of execve can have no
-    # readable environment (so no tag) for an instant. Wait for all three to be seen.
-    deadline = time.monotonic() + 10
-    while len(tag.alive()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(tag.alive()) == 3, "the tree is the shell and its two sleeping children"
+    # "ready" comes before the last exec: wait for all three to be seen.
+    wait_alive(tag, 3, "the tree is the shell and its two sleeping children")
     getattr(task, how)()
     events = collect(pool, [task])[task.id]
     check_order(events)
@@ -132,10 +137,7 @@ def test_process_group_mode_reaches_a_new_session_started_from_a_worker_thread(t
     with pidring.Pool(workers=1, containment="process-group") as pool:
         task = pool.spawn([sys.executable, "-c", runner], grace=5, extra_env=tag.env)
         wait_output(pool, task, b"ready")
-        deadline = time.monotonic() + 10
-        while len(tag.alive()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(tag.alive()) == 2, "the runner and its new-session child"
+        wait_alive(tag, 2, "the runner and its new-session child")
         task.terminate()
         outcome = collect(pool, [task])[task.id][-1].outcome
         assert tag.alive() == []
@@ -150,10 +152,7 @@ def test_process_group_mode_cannot_reach_a_daemon_orphaned_before_the_kill(tag):
     with pidring.Pool(workers=1, containment="process-group") as pool:
         task = pool.spawn(["sh", "-c", script], grace=5, extra_env=tag.env)
         wait_output(pool, task, b"ready")
-        deadline = time.monotonic() + 10
-        while len(tag.alive()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(tag.alive()) == 3, "the shell, its sleep and the daemon"
+        wait_alive(tag, 3, "the shell, its sleep and the daemon")
         task.kill()
         outcome = collect(pool, [task])[task.id][-1].outcome
     assert outcome.reason == "terminated"

@@ -19,6 +19,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use super::orphans::read_stat;
 use crate::sys::pidfd;
 
 /// The most processes one walk visits (a fork bomb's tree is the group's and pids.max's
@@ -33,31 +34,6 @@ pub(crate) struct Escaper {
     start: u64,
     /// Its process group when found (its own pid: it leads one).
     pgrp: i32,
-}
-
-/// `/proc/<pid>/stat` fields the walk needs.
-struct Stat {
-    state: u8,
-    ppid: i32,
-    pgrp: i32,
-    start: u64,
-}
-
-fn read_stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    // After the last `)`: the command name may hold anything.
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
-    let f: Vec<&str> = rest.split_ascii_whitespace().take(20).collect();
-    if f.len() < 20 {
-        return None;
-    }
-    Some(Stat {
-        state: *f[0].as_bytes().first()?,
-        ppid: f[1].parse().ok()?,
-        pgrp: f[2].parse().ok()?,
-        start: f[19].parse().ok()?,
-    })
 }
 
 /// The children of `pid`, from every thread's `children` file.
@@ -169,7 +145,7 @@ fn walk(fd: BorrowedFd<'_>, leader_pid: i32) -> Vec<(Escaper, OwnedFd)> {
                 continue;
             };
             // Opened, the number is pinned to one process: it must be the parent's child.
-            let Some(stat) = read_stat(kid).filter(|s| s.ppid == parent && s.state != b'Z') else {
+            let Some(stat) = read_stat(kid).filter(|s| s.ppid == parent && !s.is_zombie()) else {
                 continue;
             };
             if stat.pgrp != leader_pid {
@@ -193,7 +169,7 @@ fn walk(fd: BorrowedFd<'_>, leader_pid: i32) -> Vec<(Escaper, OwnedFd)> {
 fn reopen(escaper: &Escaper) -> Option<OwnedFd> {
     let fd = pidfd::open(escaper.pid).ok()?;
     read_stat(escaper.pid)
-        .filter(|s| s.start == escaper.start && s.state != b'Z')
+        .filter(|s| s.start == escaper.start && !s.is_zombie())
         .map(|_| fd)
 }
 

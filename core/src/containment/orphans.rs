@@ -140,18 +140,18 @@ enum Owner {
 
 /// What `/proc/<pid>/stat` says of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Proc {
-    pid: i32,
-    state: u8,
-    ppid: i32,
-    pgrp: i32,
-    session: i32,
+pub(super) struct Proc {
+    pub(super) pid: i32,
+    pub(super) state: u8,
+    pub(super) ppid: i32,
+    pub(super) pgrp: i32,
+    pub(super) session: i32,
     /// Clock ticks since boot.
-    start: u64,
+    pub(super) start: u64,
 }
 
 impl Proc {
-    fn is_zombie(&self) -> bool {
+    pub(super) fn is_zombie(&self) -> bool {
         self.state == b'Z'
     }
 }
@@ -540,7 +540,7 @@ fn children() -> Vec<i32> {
 }
 
 /// `/proc/<pid>/stat`, parsed after the last `)` (the command name may hold anything).
-fn read_stat(pid: i32) -> Option<Proc> {
+pub(super) fn read_stat(pid: i32) -> Option<Proc> {
     let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(pid, &text)
 }
